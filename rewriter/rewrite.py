@@ -1,0 +1,310 @@
+"""``rewrite_elf``: bytes in, bytes and an account of what happened out."""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from iced_x86 import Code
+
+from . import sweep
+from .elf import ET_REL, EM_X86_64, PT_PHDR, ElfError, ElfFile
+from .errors import RewriteError, UnpatchableSyscallsError
+from .fork_patch import ForkPatch, fork_jump, plan_fork_patch
+from .trailer import PAGE, Trailer, TrailerState, check_trailer, marker
+from .x86_64 import TRAP, Abi, Patch, Strategy, plan_after, plan_before
+
+Policy = Literal["fail", "trap", "keep"]
+POLICIES: tuple[Policy, ...] = ("fail", "trap", "keep")
+SLOT_SIZE = 8
+BUN_FOOTER = b"\n---- Bun! ----\n"
+
+
+class Outcome(StrEnum):
+    PATCHED = "patched"
+    MARKER = "checked-nothing-to-patch"
+    ALREADY_HOOKED = "already-hooked"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """One ``syscall`` instruction and what was done with it."""
+
+    address: int
+    strategy: Strategy
+    window: tuple[int, int] = (0, 0)  # guest bytes replaced by the jump (empty when unpatched)
+    stub_vaddr: int | None = None
+    stub_size: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "strategy": self.strategy.value,
+            "window": list(self.window),
+            "stub_vaddr": self.stub_vaddr,
+            "stub_size": self.stub_size,
+        }
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    data: bytes
+    outcome: Outcome
+    reason: str = ""
+    abi: Abi | None = None
+    sites: tuple[Site, ...] = ()
+    trailer: Trailer | None = None
+    fork_patch: ForkPatch | None = None
+    candidates: int = 0  # 0F 05 byte pairs in executable sections
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def unpatchable(self) -> tuple[int, ...]:
+        return tuple(
+            s.address for s in self.sites if s.strategy in (Strategy.TRAPPED, Strategy.KEPT)
+        )
+
+    @property
+    def patched_sites(self) -> int:
+        return sum(1 for s in self.sites if s.stub_vaddr is not None)
+
+    @property
+    def strategy_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(s.strategy.value for s in self.sites).items()))
+
+    def summary(self) -> str:
+        if self.outcome is Outcome.PATCHED:
+            assert self.trailer is not None
+            counts = ", ".join(f"{n} {k}" for k, n in self.strategy_counts.items())
+            text = (
+                f"patched {self.patched_sites} syscall site(s) ({counts}); "
+                f"trampoline {self.trailer.size} bytes at vaddr {self.trailer.vaddr:#x}"
+            )
+            if self.unpatchable:
+                text += f"; {len(self.unpatchable)} unpatchable"
+            if self.fork_patch:
+                text += "; fork→vfork"
+            return text
+        if self.outcome is Outcome.MARKER:
+            return "checked, nothing to patch (header-only marker)"
+        if self.outcome is Outcome.ALREADY_HOOKED:
+            return "already rewritten; left as is"
+        return f"left unchanged: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.trailer
+        fp = self.fork_patch
+        return {
+            "outcome": self.outcome.value,
+            "reason": self.reason or None,
+            "abi": self.abi.value if self.abi else None,
+            "candidates": self.candidates,
+            "sites_patched": self.patched_sites,
+            "strategies": self.strategy_counts,
+            "unpatchable": list(self.unpatchable),
+            "trampoline": (
+                {"file_offset": t.file_offset, "vaddr": t.vaddr, "size": t.size} if t else None
+            ),
+            "fork_patch": (
+                {
+                    "fork": fp.fork_symbol,
+                    "vfork": fp.vfork_symbol,
+                    "jump_vaddr": fp.jump_vaddr,
+                }
+                if fp
+                else None
+            ),
+            "sites": [s.to_json() for s in self.sites],
+            "warnings": list(self.warnings),
+        }
+
+
+def _unchanged(data: bytes, reason: str) -> RewriteResult:
+    return RewriteResult(data, Outcome.UNCHANGED, reason)
+
+
+def rewrite_elf(
+    data: bytes,
+    *,
+    abi: Abi | str = Abi.REDZONE,
+    unpatchable: Policy = "fail",
+    fork_patch: bool = True,
+) -> RewriteResult:
+    """Rewrite every ``syscall`` of an x86-64 ELF into a jump to a per-site stub.
+
+    Raises ``RewriteError`` (one line) for corrupt input or, under policy ``fail``, for sites with
+    no room for a jump. Files it does not handle come back unchanged with a reason.
+    """
+    abi = Abi(abi)
+    if unpatchable not in POLICIES:
+        raise ValueError(f"unpatchable policy must be one of {POLICIES}")
+    data = bytes(data)
+    if not data:
+        raise RewriteError("empty file")
+    if data.endswith(BUN_FOOTER):
+        return _unchanged(data, "Bun-packaged executable")
+    if data[:4] != b"\x7fELF":
+        return _unchanged(data, "not an ELF file")
+    elf = ElfFile(data)
+    if not elf.little_endian:
+        return _unchanged(data, "big-endian ELF")
+    if elf.type == ET_REL:
+        return _unchanged(data, "relocatable object")
+    if not elf.is64 or elf.machine != EM_X86_64:
+        return _unchanged(data, f"other architecture (ELF{elf.bits} {elf.machine_name})")
+    texts = elf.text_sections
+    if not texts:
+        return _unchanged(data, "no executable section")
+    if check_trailer(data).state is TrailerState.VALID:
+        return RewriteResult(data, Outcome.ALREADY_HOOKED, "already has a LITEBOX0 trailer")
+    loads = elf.loads
+    if not loads:
+        raise ElfError("no PT_LOAD segments")
+
+    candidates = sum(len(sweep.find_pairs(data[s.offset : s.offset + s.size])) for s in texts)
+    if candidates == 0:
+        return _marker(data, candidates)
+
+    fixed = _fix_phdr_alignment(elf, data)
+    if fixed is not data:
+        elf = ElfFile(fixed)
+        texts = elf.text_sections
+    targets: set[int] = set()
+    sweeps = [
+        sweep.sweep_section(fixed[s.offset : s.offset + s.size], s.addr, targets) for s in texts
+    ]
+    sites = [
+        (sec, run, i)
+        for sec, sw in zip(texts, sweeps, strict=True)
+        for run in sw.runs
+        for i, insn in enumerate(run)
+        if insn.code == Code.SYSCALL
+    ]
+    if not sites:
+        return _marker(data, candidates)
+
+    blob_vaddr = _trampoline_vaddr(elf)
+    slot = blob_vaddr
+    out = bytearray(fixed)
+    blob = bytearray(SLOT_SIZE)
+    reports: list[Site] = []
+    windows: list[tuple[int, int]] = []
+    warnings: list[str] = []
+    for sec, run, i in sites:
+        stub_at = blob_vaddr + len(blob)
+        patch = _plan(run, i, targets, abi, stub_at, slot, windows)
+        sc = run[i].ip
+        if patch is None:
+            reports.append(Site(sc, Strategy.KEPT if unpatchable == "keep" else Strategy.TRAPPED))
+            if unpatchable != "keep":
+                off = sec.offset + (sc - sec.addr)
+                out[off : off + 2] = TRAP
+            continue
+        for w in windows:
+            if patch.start < w[1] and w[0] < patch.end:
+                warnings.append(
+                    f"site {sc:#x}: window [{patch.start:#x}, {patch.end:#x}) overlaps "
+                    f"[{w[0]:#x}, {w[1]:#x}) (kept for upstream byte parity)"
+                )
+        off = sec.offset + (patch.start - sec.addr)
+        guest = patch.guest_bytes(stub_at)
+        out[off : off + len(guest)] = guest
+        blob += patch.stub
+        windows.append((patch.start, patch.end))
+        reports.append(Site(sc, patch.strategy, (patch.start, patch.end), stub_at, len(patch.stub)))
+
+    unpatched = [s.address for s in reports if s.strategy is Strategy.TRAPPED]
+    if unpatched and unpatchable == "fail":
+        raise UnpatchableSyscallsError(unpatched)
+
+    fork = plan_fork_patch(elf, out) if fork_patch else None
+    if fork is not None:
+        for w in windows:
+            if fork.jump_vaddr < w[1] and w[0] < fork.jump_vaddr + 5:
+                raise RewriteError(
+                    f"fork→vfork jump at {fork.jump_vaddr:#x} overlaps the patched window "
+                    f"[{w[0]:#x}, {w[1]:#x})"
+                )
+        out[fork.file_offset : fork.file_offset + 5] = fork_jump(fork)
+
+    file_offset = _align(len(out), PAGE)
+    out += bytes(file_offset - len(out))
+    out += blob
+    trailer = Trailer(file_offset, blob_vaddr, len(blob))
+    out += trailer.pack()
+    return RewriteResult(
+        bytes(out),
+        Outcome.PATCHED,
+        abi=abi,
+        sites=tuple(reports),
+        trailer=trailer,
+        fork_patch=fork,
+        candidates=candidates,
+        warnings=tuple(warnings),
+    )
+
+
+def _plan(
+    run: list[Any],
+    i: int,
+    targets: set[int],
+    abi: Abi,
+    stub_at: int,
+    slot: int,
+    windows: list[tuple[int, int]],
+) -> Patch | None:
+    for plan in (plan_before, plan_after):
+        patch = plan(run, i, targets, abi, stub_at, slot)
+        if patch is None:
+            continue
+        # Upstream computes every window from the original decode and may let a later window
+        # overwrite an earlier jump; the redzone ABI refuses such a window instead.
+        if abi is Abi.REDZONE and any(patch.start < e and s < patch.end for s, e in windows):
+            continue
+        return patch
+    return None
+
+
+def _marker(data: bytes, candidates: int) -> RewriteResult:
+    t = marker()
+    return RewriteResult(data + t.pack(), Outcome.MARKER, trailer=t, candidates=candidates)
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def _trampoline_vaddr(elf: ElfFile) -> int:
+    ends = [s.vaddr + s.memsz for s in elf.loads if s.vaddr + s.memsz < 1 << 64]
+    if not ends:
+        raise ElfError("no PT_LOAD segments")
+    vaddr = _align(max(ends), PAGE)
+    if vaddr >= 1 << 64:
+        raise RewriteError("trampoline address overflows")
+    return vaddr
+
+
+def _fix_phdr_alignment(elf: ElfFile, data: bytes) -> bytes:
+    """Move an unaligned program-header table to the next 8-byte boundary (reference §8.6)."""
+    mis = elf.phoff % 8
+    if not elf.is64 or mis == 0 or elf.phnum == 0:
+        return data
+    shift = 8 - mis
+    table_end = elf.phoff + elf.phnum * elf.phentsize
+    if table_end + shift > len(data) or any(data[table_end : table_end + shift]):
+        return data
+    out = bytearray(data)
+    out[elf.phoff + shift : table_end + shift] = data[elf.phoff : table_end]
+    out[elf.phoff : elf.phoff + shift] = bytes(shift)
+    struct.pack_into("<Q", out, 32, elf.phoff + shift)  # e_phoff
+    for k, seg in enumerate(elf.segments):
+        if seg.type == PT_PHDR:
+            base = elf.phoff + shift + k * elf.phentsize
+            struct.pack_into(
+                "<QQQ", out, base + 8, seg.offset + shift, seg.vaddr + shift, seg.paddr + shift
+            )
+    return bytes(out)

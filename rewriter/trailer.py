@@ -1,0 +1,89 @@
+"""The LITEBOX0 trailer at the end of a rewritten ELF (reference §1.2-1.5).
+
+64-bit form: magic, file_offset, vaddr, trampoline_size as u64 LE (32 bytes).
+32-bit form: magic, then the three fields as u32 LE (20 bytes).
+A trailer with size 0 (and offset 0, vaddr 0) is the header-only marker: "checked, nothing to patch".
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+
+MAGIC = b"LITEBOX0"
+MAGIC_PREFIX = MAGIC[:7]
+PAGE = 0x1000
+
+_FORMS = {64: ("<8sQQQ", 32, 1 << 64), 32: ("<8sIII", 20, 1 << 32)}
+
+
+def header_size(bits: int) -> int:
+    return _FORMS[bits][1]
+
+
+@dataclass(frozen=True, slots=True)
+class Trailer:
+    file_offset: int
+    vaddr: int
+    size: int
+    bits: int = 64
+
+    @property
+    def is_marker(self) -> bool:
+        return self.size == 0
+
+    def pack(self) -> bytes:
+        fmt, _, _ = _FORMS[self.bits]
+        return struct.pack(fmt, MAGIC, self.file_offset, self.vaddr, self.size)
+
+
+def marker(bits: int = 64) -> Trailer:
+    return Trailer(0, 0, 0, bits)
+
+
+class TrailerState(Enum):
+    ABSENT = "absent"  # no LITEBOX magic: an unpatched file
+    VALID = "valid"
+    BAD_VERSION = "bad version byte"  # LITEBOX prefix, other version byte
+    INVALID = "invalid"  # magic right, fields inconsistent
+
+
+@dataclass(frozen=True, slots=True)
+class TrailerCheck:
+    state: TrailerState
+    trailer: Trailer | None = None
+    problem: str = ""
+
+
+def check_trailer(data: bytes, bits: int = 64) -> TrailerCheck:
+    """Read the trailer the way LiteBox's loader does, saying exactly what is wrong with it."""
+    fmt, hsize, limit = _FORMS[bits]
+    if len(data) < hsize:
+        return TrailerCheck(TrailerState.ABSENT)
+    magic, offset, vaddr, size = struct.unpack_from(fmt, data, len(data) - hsize)
+    if magic != MAGIC:
+        if magic[:7] == MAGIC_PREFIX:
+            return TrailerCheck(TrailerState.BAD_VERSION, problem=f"version byte {magic[7]:#04x}")
+        return TrailerCheck(TrailerState.ABSENT)
+    t = Trailer(offset, vaddr, size, bits)
+    if size == 0:
+        return TrailerCheck(TrailerState.VALID, t)
+    problem = ""
+    if offset % PAGE:
+        problem = f"file offset {offset:#x} is not page aligned"
+    elif vaddr % PAGE:
+        problem = f"vaddr {vaddr:#x} is not page aligned"
+    elif offset + size != len(data) - hsize:
+        problem = f"offset {offset:#x} + size {size:#x} does not end at the trailer"
+    elif vaddr + size >= limit:
+        problem = "vaddr + size overflows"
+    if problem:
+        return TrailerCheck(TrailerState.INVALID, t, problem)
+    return TrailerCheck(TrailerState.VALID, t)
+
+
+def read_trailer(data: bytes, bits: int = 64) -> Trailer | None:
+    """The valid trailer of ``data``, or None when there is none (or it is malformed)."""
+    c = check_trailer(data, bits)
+    return c.trailer if c.state is TrailerState.VALID else None
