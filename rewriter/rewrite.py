@@ -11,7 +11,7 @@ from typing import Any, Literal
 from iced_x86 import Code
 
 from . import sweep
-from .elf import ET_REL, EM_X86_64, PT_PHDR, ElfError, ElfFile
+from .elf import EM_X86_64, ET_REL, PT_PHDR, ElfError, ElfFile
 from .errors import RewriteError, UnpatchableSyscallsError
 from .fork_patch import ForkPatch, fork_jump, plan_fork_patch
 from .trailer import PAGE, Trailer, TrailerState, check_trailer, marker

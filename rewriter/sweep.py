@@ -14,6 +14,7 @@ bytes of look-ahead for the straddling one); that rule is reproduced here for by
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from iced_x86 import Decoder, DecoderError, Instruction
@@ -65,7 +66,7 @@ def _boundaries(size: int, pairs: list[int]) -> list[tuple[int, int, bool]]:
     cuts = sorted(points)
     out = []
     wi = 0
-    for a, b in zip(cuts, cuts[1:], strict=False):
+    for a, b in itertools.pairwise(cuts):
         while wi < len(windows) and windows[wi][1] <= a:
             wi += 1
         detailed = wi < len(windows) and windows[wi][0] <= a < windows[wi][1]
@@ -81,7 +82,7 @@ def sweep_section(code: bytes, base: int, targets: set[int]) -> SectionSweep:
     pairs = find_pairs(code)
     pos = 0
     run: list[Instruction] | None = None
-    for start, stop, detailed in _boundaries(size, pairs):
+    for _start, stop, detailed in _boundaries(size, pairs):
         if pos < stop:
             if detailed:
                 if run is None:

@@ -2,7 +2,8 @@
 
 64-bit form: magic, file_offset, vaddr, trampoline_size as u64 LE (32 bytes).
 32-bit form: magic, then the three fields as u32 LE (20 bytes).
-A trailer with size 0 (and offset 0, vaddr 0) is the header-only marker: "checked, nothing to patch".
+A trailer with size 0 (offset and vaddr 0 too) is the header-only marker: "checked, nothing
+to patch".
 """
 
 from __future__ import annotations
