@@ -1,0 +1,31 @@
+"""Command-line options shared by ``rewrite`` and ``pack``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+
+from rewriter import Abi
+
+AbiOpt = Annotated[
+    Abi,
+    typer.Option(
+        "--abi",
+        case_sensitive=False,
+        help="Stub ABI: redzone (reserves the red zone, R11 = restart address) or resume "
+        "(byte-compatible with upstream LiteBox).",
+    ),
+]
+UnpatchableOpt = Annotated[
+    Literal["fail", "trap", "keep"],
+    typer.Option(
+        "--unpatchable",
+        help="A syscall with no room for a jump: fail (error naming every address), trap "
+        "(write F1 F4 there) or keep (leave the syscall, report it).",
+    ),
+]
+NoForkPatchOpt = Annotated[
+    bool,
+    typer.Option("--no-fork-patch", help="Do not redirect libc's fork to vfork."),
+]
