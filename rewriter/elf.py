@@ -8,9 +8,10 @@ is a ``RewriteError`` with a one-line message.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 from .errors import RewriteError
 
@@ -38,8 +39,7 @@ class ElfError(RewriteError):
     """The bytes are not a well-formed ELF file."""
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(NamedTuple):
     type: int
     flags: int
     offset: int
@@ -50,8 +50,7 @@ class Segment:
     align: int
 
 
-@dataclass(frozen=True, slots=True)
-class Section:
+class Section(NamedTuple):
     name: str
     type: int
     flags: int
@@ -206,20 +205,24 @@ class ElfFile:
             shnum = shnum or zero[5]
             shstrndx = zero[6] if shstrndx == 0xFFFF else shstrndx
         self._table(self.shoff, shnum, self.shentsize, want, "section header")
-        raw = [
-            struct.unpack_from(fmt, self.data, self.shoff + i * self.shentsize)
-            for i in range(shnum)
-        ]
-        names_off = None
+        if self.shentsize == want:
+            raw = list(struct.iter_unpack(fmt, self.data[self.shoff : self.shoff + shnum * want]))
+        else:
+            raw = [
+                struct.unpack_from(fmt, self.data, self.shoff + i * self.shentsize)
+                for i in range(shnum)
+            ]
+        names = b""
         if 0 < shstrndx < shnum:
             _, st_type, _, _, off, size, *_ = raw[shstrndx]
             if st_type != SHT_NOBITS and off + size <= len(self.data):
-                names_off = off
+                names = self.data[off : off + size]
         out = []
         for name, sh_type, flags, addr, off, size, link, _info, _align, entsize in raw:
             if sh_type != SHT_NOBITS and off + size > len(self.data):
                 raise ElfError(f"section at {off:#x} (+{size:#x}) extends beyond the file")
-            sname = _cstr(self.data, names_off + name, "section name") if names_off else ""
+            end = names.find(b"\0", name)
+            sname = names[name:end].decode("utf-8", "surrogateescape") if end > name else ""
             out.append(Section(sname, sh_type, flags, addr, off, size, link, entsize))
         return tuple(out)
 
@@ -227,8 +230,12 @@ class ElfFile:
     def text_sections(self) -> list[Section]:
         return [s for s in self.sections if s.is_text]
 
-    def symbols(self, table: Section) -> Iterator[Symbol]:
-        """Symbols of a SHT_SYMTAB or SHT_DYNSYM section."""
+    def symbols(self, table: Section, names: Iterable[str] | None = None) -> Iterator[Symbol]:
+        """Symbols of a SHT_SYMTAB or SHT_DYNSYM section, optionally only those in ``names``.
+
+        Looking names up by their bytes in the string table first avoids decoding thousands of
+        names when only a few symbols are wanted.
+        """
         fmt = self._e + ("IBBHQQ" if self.is64 else "IIIBBH")
         want = struct.calcsize(fmt)
         entsize = table.entsize or want
@@ -237,21 +244,42 @@ class ElfFile:
         if not 0 <= table.link < len(self.sections):
             raise ElfError("symbol table links to a missing string table")
         strtab = self.sections[table.link]
+        if strtab.offset + strtab.size > len(self.data):
+            raise ElfError("symbol string table extends beyond the file")
+        wanted: dict[int, str] | None = None
+        if names is not None:
+            blob = self.data[strtab.offset : strtab.offset + strtab.size]
+            wanted = {}
+            for name in names:
+                needle = name.encode() + b"\0"
+                i = blob.find(needle)
+                while i >= 0:
+                    wanted[i] = name
+                    i = blob.find(needle, i + 1)
+        if wanted is not None:
+            # Find the entries by their st_name bytes instead of unpacking every entry.
+            end = table.offset + count * entsize
+            for name_off, name in wanted.items():
+                needle = struct.pack(self._e + "I", name_off)
+                at = self.data.find(needle, table.offset, end)
+                while at >= 0:
+                    if (at - table.offset) % entsize == 0:
+                        yield self._symbol(fmt, at, name)
+                    at = self.data.find(needle, at + 1, end)
+            return
         for i in range(count):
-            f = struct.unpack_from(fmt, self.data, table.offset + i * entsize)
-            if self.is64:
-                name, info, _other, shndx, value, size = f
-            else:
-                name, value, size, info, _other, shndx = f
-            if name >= strtab.size:
-                continue
-            yield Symbol(
-                _cstr(self.data, strtab.offset + name, "symbol name"),
-                value,
-                size,
-                info & 0xF,
-                shndx,
-            )
+            at = table.offset + i * entsize
+            name_off = struct.unpack_from(self._e + "I", self.data, at)[0]
+            if name_off < strtab.size:
+                yield self._symbol(fmt, at, _cstr(self.data, strtab.offset + name_off, "symbol"))
+
+    def _symbol(self, fmt: str, at: int, name: str) -> Symbol:
+        f = struct.unpack_from(fmt, self.data, at)
+        if self.is64:
+            _, info, _other, shndx, value, size = f
+        else:
+            _, value, size, info, _other, shndx = f
+        return Symbol(name, value, size, info & 0xF, shndx)
 
     # -- dynamic section -----------------------------------------------------------------
 

@@ -34,8 +34,8 @@ def _find(elf: ElfFile, names: tuple[str, ...]) -> tuple[str, int] | None:
     tables += [s for s in elf.sections if s.type == SHT_SYMTAB]
     found: dict[str, int] = {}
     for table in tables:
-        for sym in elf.symbols(table):
-            if sym.name in names and sym.type in (STT_FUNC, STT_GNU_IFUNC) and sym.value:
+        for sym in elf.symbols(table, names):
+            if sym.type in (STT_FUNC, STT_GNU_IFUNC) and sym.value:
                 found.setdefault(sym.name, sym.value)
         for name in names:
             if name in found:

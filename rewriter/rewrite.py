@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
-
-from iced_x86 import Code
 
 from . import sweep
 from .elf import EM_X86_64, ET_REL, PT_PHDR, ElfError, ElfFile
@@ -20,6 +19,7 @@ from .x86_64 import TRAP, Abi, Patch, Strategy, plan_after, plan_before
 Policy = Literal["fail", "trap", "keep"]
 POLICIES: tuple[Policy, ...] = ("fail", "trap", "keep")
 SLOT_SIZE = 8
+FEW_CANDIDATES = 32
 BUN_FOOTER = b"\n---- Bun! ----\n"
 
 
@@ -161,29 +161,30 @@ def rewrite_elf(
         return _unchanged(data, "no executable section")
     if check_trailer(data).state is TrailerState.VALID:
         return RewriteResult(data, Outcome.ALREADY_HOOKED, "already has a LITEBOX0 trailer")
-    loads = elf.loads
-    if not loads:
-        raise ElfError("no PT_LOAD segments")
-
-    candidates = sum(len(sweep.find_pairs(data[s.offset : s.offset + s.size])) for s in texts)
-    if candidates == 0:
-        return _marker(data, candidates)
+    if all(data.find(sweep.SYSCALL, s.offset, s.offset + s.size) < 0 for s in texts):
+        return _marker(data, 0)
 
     fixed = _fix_phdr_alignment(elf, data)
     if fixed is not data:
         elf = ElfFile(fixed)
         texts = elf.text_sections
+    codes = [fixed[s.offset : s.offset + s.size] for s in texts]
+    pairs = [sweep.find_pairs(c) for c in codes]
+    candidates = sum(map(len, pairs))
+    # Few pairs are usually false hits inside other instructions: prove that cheaply first,
+    # without the branch-target pass that real sites need.
+    if candidates <= FEW_CANDIDATES and not any(
+        sweep.sweep_section(c, s.addr, None, p).sites
+        for c, s, p in zip(codes, texts, pairs, strict=True)
+    ):
+        return _marker(data, candidates)
     targets: set[int] = set()
     sweeps = [
-        sweep.sweep_section(fixed[s.offset : s.offset + s.size], s.addr, targets) for s in texts
+        sweep.sweep_section(c, s.addr, targets, p)
+        for c, s, p in zip(codes, texts, pairs, strict=True)
     ]
-    sites = [
-        (sec, run, i)
-        for sec, sw in zip(texts, sweeps, strict=True)
-        for run in sw.runs
-        for i, insn in enumerate(run)
-        if insn.code == Code.SYSCALL
-    ]
+    targets.discard(0)
+    sites = [(sec, run, i) for sec, sw in zip(texts, sweeps, strict=True) for run, i in sw.sites]
     if not sites:
         return _marker(data, candidates)
 
@@ -192,7 +193,7 @@ def rewrite_elf(
     out = bytearray(fixed)
     blob = bytearray(SLOT_SIZE)
     reports: list[Site] = []
-    windows: list[tuple[int, int]] = []
+    windows = _Windows()
     warnings: list[str] = []
     for sec, run, i in sites:
         stub_at = blob_vaddr + len(blob)
@@ -204,17 +205,16 @@ def rewrite_elf(
                 off = sec.offset + (sc - sec.addr)
                 out[off : off + 2] = TRAP
             continue
-        for w in windows:
-            if patch.start < w[1] and w[0] < patch.end:
-                warnings.append(
-                    f"site {sc:#x}: window [{patch.start:#x}, {patch.end:#x}) overlaps "
-                    f"[{w[0]:#x}, {w[1]:#x}) (kept for upstream byte parity)"
-                )
+        for w in windows.overlapping(patch.start, patch.end) if abi is Abi.RESUME else ():
+            warnings.append(
+                f"site {sc:#x}: window [{patch.start:#x}, {patch.end:#x}) overlaps "
+                f"[{w[0]:#x}, {w[1]:#x}) (kept for upstream byte parity)"
+            )
         off = sec.offset + (patch.start - sec.addr)
         guest = patch.guest_bytes(stub_at)
         out[off : off + len(guest)] = guest
         blob += patch.stub
-        windows.append((patch.start, patch.end))
+        windows.add(patch.start, patch.end)
         reports.append(Site(sc, patch.strategy, (patch.start, patch.end), stub_at, len(patch.stub)))
 
     unpatched = [s.address for s in reports if s.strategy is Strategy.TRAPPED]
@@ -223,12 +223,11 @@ def rewrite_elf(
 
     fork = plan_fork_patch(elf, out) if fork_patch else None
     if fork is not None:
-        for w in windows:
-            if fork.jump_vaddr < w[1] and w[0] < fork.jump_vaddr + 5:
-                raise RewriteError(
-                    f"fork→vfork jump at {fork.jump_vaddr:#x} overlaps the patched window "
-                    f"[{w[0]:#x}, {w[1]:#x})"
-                )
+        for w in windows.overlapping(fork.jump_vaddr, fork.jump_vaddr + 5):
+            raise RewriteError(
+                f"fork→vfork jump at {fork.jump_vaddr:#x} overlaps the patched window "
+                f"[{w[0]:#x}, {w[1]:#x})"
+            )
         out[fork.file_offset : fork.file_offset + 5] = fork_jump(fork)
 
     file_offset = _align(len(out), PAGE)
@@ -255,7 +254,7 @@ def _plan(
     abi: Abi,
     stub_at: int,
     slot: int,
-    windows: list[tuple[int, int]],
+    windows: _Windows,
 ) -> Patch | None:
     for plan in (plan_before, plan_after):
         patch = plan(run, i, targets, abi, stub_at, slot)
@@ -263,10 +262,27 @@ def _plan(
             continue
         # Upstream computes every window from the original decode and may let a later window
         # overwrite an earlier jump; the redzone ABI refuses such a window instead.
-        if abi is Abi.REDZONE and any(patch.start < e and s < patch.end for s, e in windows):
+        if abi is Abi.REDZONE and windows.overlapping(patch.start, patch.end):
             continue
         return patch
     return None
+
+
+class _Windows:
+    """Guest ranges already replaced by jumps, for overlap checks in O(log n)."""
+
+    MAX_LEN = 64  # no window is longer: at most three borrowed instructions and the syscall
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, int]] = []
+
+    def add(self, start: int, end: int) -> None:
+        bisect.insort(self._items, (start, end))
+
+    def overlapping(self, start: int, end: int) -> list[tuple[int, int]]:
+        lo = bisect.bisect_left(self._items, (start - self.MAX_LEN, 0))
+        hi = bisect.bisect_left(self._items, (end, 0))
+        return [w for w in self._items[lo:hi] if w[1] > start]
 
 
 def _marker(data: bytes, candidates: int) -> RewriteResult:

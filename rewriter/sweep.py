@@ -15,9 +15,10 @@ bytes of look-ahead for the straddling one); that rule is reproduced here for by
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
-from iced_x86 import Decoder, DecoderError, Instruction
+from iced_x86 import Code, Decoder, DecoderError, Instruction
 
 CHUNK = 0x800000
 CHUNK_LOOKAHEAD = 14
@@ -26,6 +27,7 @@ MAX_INSN = 15
 # instruction a backward or forward scan can borrow.
 WINDOW = 64
 SYSCALL = b"\x0f\x05"
+_SYSCALL = Code.SYSCALL
 
 
 def find_pairs(code: bytes) -> list[int]:
@@ -40,9 +42,26 @@ def find_pairs(code: bytes) -> list[int]:
 
 @dataclass
 class SectionSweep:
-    """Instruction runs around candidate sites; each run is contiguous in the linear sweep."""
+    """Instruction runs around candidate pairs, and the syscalls found in them.
+
+    Each run is contiguous in the linear sweep; ``sites`` holds (run, index) for every real
+    ``syscall`` instruction, in address order.
+    """
 
     runs: list[list[Instruction]] = field(default_factory=list)
+    sites: list[tuple[list[Instruction], int]] = field(default_factory=list)
+
+
+PREFIXES = frozenset(b"\x26\x2e\x36\x3e\x64\x65\x66\x67\xf0\xf2\xf3" + bytes(range(0x40, 0x50)))
+
+
+def _possible_starts(code: bytes, pair: int) -> range:
+    """Where a syscall instruction whose opcode is the pair at ``pair`` can start: at the pair,
+    or earlier when prefix bytes precede it (only those instructions get their opcode checked)."""
+    start = pair
+    while start > 0 and pair - start < MAX_INSN - 2 and code[start - 1] in PREFIXES:
+        start -= 1
+    return range(start, pair + 1)
 
 
 def _limit(pos: int, size: int) -> int:
@@ -74,12 +93,21 @@ def _boundaries(size: int, pairs: list[int]) -> list[tuple[int, int, bool]]:
     return out
 
 
-def sweep_section(code: bytes, base: int, targets: set[int]) -> SectionSweep:
-    """Decode one text section: add every near-branch target to ``targets`` and return the
-    instruction runs around each ``0F 05`` pair."""
+def sweep_section(
+    code: bytes, base: int, targets: set[int] | None, pairs: list[int] | None = None
+) -> SectionSweep:
+    """Decode one text section and return the instruction runs around each ``0F 05`` pair.
+
+    With a ``targets`` set, every near-branch target is added to it (one attribute read per
+    instruction, which doubles the cost of the sweep; 0, iced's "no target", is added too and
+    the caller discards it); without, the sweep only keeps sync, which is enough to tell whether
+    any candidate pair is a real syscall.
+    """
     size = len(code)
     result = SectionSweep()
-    pairs = find_pairs(code)
+    if pairs is None:
+        pairs = find_pairs(code)
+    probe = {base + start for p in pairs for start in _possible_starts(code, p)}
     pos = 0
     run: list[Instruction] | None = None
     for _start, stop, detailed in _boundaries(size, pairs):
@@ -88,7 +116,7 @@ def sweep_section(code: bytes, base: int, targets: set[int]) -> SectionSweep:
                 if run is None:
                     run = []
                     result.runs.append(run)
-                pos = _decode_detailed(code, base, pos, stop, targets, run)
+                pos = _decode_detailed(code, base, pos, stop, targets, run, probe, result.sites)
             else:
                 run = None
                 pos = _decode_fast(code, base, pos, stop, targets)
@@ -97,36 +125,47 @@ def sweep_section(code: bytes, base: int, targets: set[int]) -> SectionSweep:
     return result
 
 
-def _decode_fast(code: bytes, base: int, pos: int, stop: int, targets: set[int]) -> int:
+def _decode_fast(code: bytes, base: int, pos: int, stop: int, targets: set[int] | None) -> int:
     dec = Decoder(64, code[pos:stop], ip=base + pos)
-    add = targets.add
     insn = None
-    for insn in dec:
-        t = insn.near_branch_target
-        if t:
-            add(t)
+    if targets is None:
+        tail = deque(dec, maxlen=1)  # consumes the decoder without a Python-level loop
+        insn = tail[0] if tail else None
+    else:
+        add = targets.add
+        for insn in dec:
+            add(insn.near_branch_target)  # adds 0 for non-branches; dropped by the caller
     if insn is None or dec.last_error != DecoderError.NO_MORE_BYTES:
         return stop
     # The cut truncated the last instruction: decode it again with the bytes it may really use.
     at = insn.ip - base
     full = Decoder(64, code[at : min(at + MAX_INSN, _limit(at, len(code)))], ip=insn.ip).decode()
-    if full.near_branch_target:
-        add(full.near_branch_target)
+    if targets is not None and full.near_branch_target:
+        targets.add(full.near_branch_target)
     return at + full.len
 
 
 def _decode_detailed(
-    code: bytes, base: int, pos: int, stop: int, targets: set[int], run: list[Instruction]
+    code: bytes,
+    base: int,
+    pos: int,
+    stop: int,
+    targets: set[int] | None,
+    run: list[Instruction],
+    probe: set[int],
+    sites: list[tuple[list[Instruction], int]],
 ) -> int:
     end = min(stop + MAX_INSN, _limit(pos, len(code)))
     dec = Decoder(64, code[pos:end], ip=base + pos)
     stop_ip = base + stop
+    first = len(run)
     for insn in dec:
-        if insn.ip >= stop_ip:
+        ip = insn.ip
+        if ip >= stop_ip:
             break
+        if ip in probe and insn.code == _SYSCALL:
+            sites.append((run, len(run)))
         run.append(insn)
-        t = insn.near_branch_target
-        if t:
-            targets.add(t)
-        pos = insn.next_ip - base
-    return pos
+    if targets is not None:
+        targets.update(i.near_branch_target for i in run[first:])
+    return run[-1].next_ip - base if len(run) > first else pos

@@ -103,10 +103,13 @@ class Patch:
         return jmp + bytes([NOP]) * (self.end - self.start - JMP_LEN)
 
 
+_SYSCALL = Code.SYSCALL
+
+
 def _borrows_ok(insns: list[Instruction], abi: Abi) -> bool:
     # A displaced syscall would run natively from the trampoline. Upstream allows it (its forward
     # scan tests the length before the flow), so only the redzone ABI refuses it.
-    return abi is Abi.RESUME or all(i.code != Code.SYSCALL for i in insns)
+    return abi is Abi.RESUME or all(i.code != _SYSCALL for i in insns)
 
 
 def plan_before(
