@@ -1,0 +1,603 @@
+"""Audit a LiteBox bundle: what the bytes of every ELF in a tar say about its rewriting.
+
+Works on any tar, also one written by upstream's packager (GNU or ustar headers, no manifest):
+members are streamed with ``tarfile`` one at a time. Each regular member is classified from its
+bytes alone; when the tar carries ``litebox/manifest.json`` the manifest is then checked against
+those bytes and every disagreement is reported (the bytes are what LiteBox will run).
+
+Classes: ``patched`` (valid trailer with stubs), ``checked-nothing-to-patch`` (header-only
+marker), ``unpatched`` (ELF without a trailer), ``invalid-trailer`` (LITEBOX trailer LiteBox's
+loader rejects), ``non-elf``.
+
+JSON (``AuditReport.to_json``; ``audit_format`` changes only with incompatible changes)::
+
+    {"audit_format": 1, "tool": "litebox-pack", "version": str, "bundle": str,
+     "abi": "redzone"|"resume"|"i386"|"other"|"mixed"|null,     # over all patched members
+     "manifest": null | {"path": str, "valid": bool, "problem": str|null,
+                         "tool": str|null, "version": str|null, "abi": str|null},
+     "summary": {"members": int, "elf": int, "patched": int, "checked-nothing-to-patch": int,
+                 "unpatched": int, "invalid-trailer": int, "non-elf": int, "sites": int,
+                 "unpatchable_sites": int, "mismatches": int, "problems": int},
+     "members": [{"path": str, "size": int, "mode": int, "sha256": str, "class": str,
+                  "elf": null | {"bits": 32|64, "machine": str},
+                  "abi": str|null, "sites": int,
+                  "stubs": {"redzone": int, "resume": int, "i386": int, "other": int},
+                  "trampoline": null | {"file_offset": int, "vaddr": int, "size": int},
+                  "reason": str|null,        # why unpatched / what is wrong with the trailer
+                  "unpatchable": int|null,   # from the manifest
+                  "manifest": null | {"outcome": str|null, "reason": str|null,
+                                      "sites": int|null, "trampoline_size": int|null},
+                  "mismatches": [str], "notes": [str]}],
+     "skipped": [{"path": str, "type": str, "target": str|null}],   # non-regular members
+     "problems": [str],                                  # bundle-level: duplicates, mixed ABIs…
+     "fail_on": str|null, "failed": [str]}               # why --fail-on matched (empty: passed)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import tarfile
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+from iced_x86 import Code, Decoder, Instruction, Register
+
+from rewriter import ElfError, ElfFile, TrailerState, check_trailer
+from rewriter.trailer import Trailer
+
+from . import __version__
+from .errors import UserError
+
+MANIFEST_PATH = "litebox/manifest.json"
+AUDIT_FORMAT = 1
+_CHUNK = 1 << 20
+
+# Stub signatures of spec/stub-abi.md, spelled out here rather than imported from the rewriter so
+# that the audit checks the rewriter instead of agreeing with it by construction.
+_LEA_RSP_REDZONE = bytes.fromhex("488d642480")  # lea rsp, [rsp-0x80]
+_LEA_R11 = bytes.fromhex("4c8d1d")  # lea r11, [rip+d32]
+_LEA_RCX = bytes.fromhex("488d0d")  # lea rcx, [rip+d32]
+_LEA_RCX_6 = bytes.fromhex("488d0d06000000")  # lea rcx, [rip+6]: RCX = just after jmp [slot]
+
+
+class Cls(StrEnum):
+    PATCHED = "patched"
+    MARKER = "checked-nothing-to-patch"
+    UNPATCHED = "unpatched"
+    INVALID = "invalid-trailer"
+    NON_ELF = "non-elf"
+
+
+class FailOn(StrEnum):
+    UNPATCHED = "unpatched"
+    UNPATCHABLE = "unpatchable"
+    MISMATCH = "mismatch"
+    ANY = "any"
+
+
+STUB_KINDS = ("redzone", "resume", "i386", "other")
+
+
+@dataclass(frozen=True)
+class StubScan:
+    """What decoding a trampoline blob found: one entry per jump/call through the slot."""
+
+    kinds: dict[str, int]
+    undecodable: int  # instructions iced could not decode (corruption, or data in the blob)
+
+    @property
+    def sites(self) -> int:
+        return sum(self.kinds.values())
+
+    @property
+    def abi(self) -> str | None:
+        present = [k for k in STUB_KINDS if self.kinds.get(k)]
+        if not present:
+            return None
+        return present[0] if len(present) == 1 else "mixed"
+
+
+def scan_stubs(data: bytes, trailer: Trailer) -> StubScan:
+    """Decode the stubs after the callback slot and recognise each one's ABI.
+
+    A stub is an instruction that enters the runtime through the slot: ``jmp qword ptr [slot]``
+    (x86-64) or ``pop eax; call dword ptr [eax+d]`` with eax+d = slot (i386). The instructions
+    just before (and the jump back after) tell the ABI.
+    """
+    bits = trailer.bits
+    slot = trailer.vaddr
+    slot_size = bits // 8
+    base = slot + slot_size
+    blob = data[trailer.file_offset + slot_size : trailer.file_offset + trailer.size]
+    insns: list[Instruction] = list(Decoder(bits, blob, ip=base))
+    kinds: Counter[str] = Counter()
+    undecodable = sum(1 for i in insns if i.code == Code.INVALID)
+
+    def raw(k: int) -> bytes:
+        if k < 0:
+            return b""
+        start = insns[k].ip - base
+        return blob[start : start + insns[k].len]
+
+    entries = [k for k, i in enumerate(insns) if _enters_slot(i, insns[k - 1] if k else None, slot)]
+    for n, j in enumerate(entries):
+        if bits == 32:
+            kinds["i386"] += 1
+            continue
+        before = raw(j - 1)
+        if (
+            before[:3] == _LEA_RCX
+            and len(before) == 7
+            and raw(j - 2)[:3] == _LEA_R11
+            and raw(j - 3) == _LEA_RSP_REDZONE
+        ):
+            kinds["redzone"] += 1
+            continue
+        # resume: RCX = the byte after the slot jump, and a jmp rel32 back before the next stub
+        stop = entries[n + 1] if n + 1 < len(entries) else len(insns)
+        back = any(insns[k].code == Code.JMP_REL32_64 for k in range(j + 1, stop))
+        kinds["resume" if before == _LEA_RCX_6 and back else "other"] += 1
+    return StubScan(dict(kinds), undecodable)
+
+
+def _enters_slot(insn: Instruction, prev: Instruction | None, slot: int) -> bool:
+    if insn.code in (Code.JMP_RM64, Code.CALL_RM64):
+        return insn.is_ip_rel_memory_operand and insn.ip_rel_memory_address == slot
+    if insn.code == Code.CALL_RM32 and insn.memory_base == Register.EAX:
+        return (
+            prev is not None
+            and prev.code == Code.POP_R32
+            and prev.op0_register == Register.EAX
+            and insn.memory_index == Register.NONE
+            and (prev.ip + insn.memory_displacement) & 0xFFFFFFFF == slot
+        )
+    return False
+
+
+@dataclass
+class MemberReport:
+    path: str
+    size: int
+    mode: int
+    sha256: str
+    cls: Cls
+    bits: int | None = None
+    machine: str | None = None
+    scan: StubScan | None = None
+    trailer: Trailer | None = None
+    reason: str | None = None
+    unpatchable: int | None = None
+    manifest: dict[str, Any] | None = None
+    mismatches: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sites(self) -> int:
+        return self.scan.sites if self.scan else 0
+
+    @property
+    def abi(self) -> str | None:
+        return self.scan.abi if self.scan else None
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.trailer
+        m = self.manifest
+        return {
+            "path": self.path,
+            "size": self.size,
+            "mode": self.mode,
+            "sha256": self.sha256,
+            "class": self.cls.value,
+            "elf": None if self.bits is None else {"bits": self.bits, "machine": self.machine},
+            "abi": self.abi,
+            "sites": self.sites,
+            "stubs": {k: (self.scan.kinds.get(k, 0) if self.scan else 0) for k in STUB_KINDS},
+            "trampoline": (
+                {"file_offset": t.file_offset, "vaddr": t.vaddr, "size": t.size} if t else None
+            ),
+            "reason": self.reason,
+            "unpatchable": self.unpatchable,
+            "manifest": (
+                {k: m.get(k) for k in ("outcome", "reason", "sites", "trampoline_size")}
+                if m is not None
+                else None
+            ),
+            "mismatches": list(self.mismatches),
+            "notes": list(self.notes),
+        }
+
+
+def classify(path: str, data: bytes, mode: int = 0o644) -> MemberReport:
+    """Classify one file from its bytes alone (no manifest)."""
+    rep = MemberReport(path, len(data), mode, hashlib.sha256(data).hexdigest(), Cls.NON_ELF)
+    if data[:4] != b"\x7fELF":
+        return rep
+    _classify_elf(rep, data)
+    return rep
+
+
+def _classify_elf(rep: MemberReport, data: bytes) -> None:
+    # The trailer form follows EI_CLASS alone, as LiteBox's loader does; a header that does not
+    # parse further is noted but does not hide the trailer.
+    rep.bits = 32 if len(data) > 4 and data[4] == 1 else 64
+    try:
+        elf = ElfFile(data)
+        rep.machine = elf.machine_name
+    except ElfError as e:
+        rep.notes.append(f"ELF headers do not parse: {e}")
+    check = check_trailer(data, rep.bits)
+    rep.trailer = check.trailer
+    slot = rep.bits // 8
+    if check.state is TrailerState.ABSENT:
+        rep.cls, rep.reason = Cls.UNPATCHED, "no trailer"
+    elif check.state is TrailerState.BAD_VERSION:
+        rep.cls, rep.reason = Cls.INVALID, f"bad {check.problem}"
+    elif check.state is TrailerState.INVALID:
+        rep.cls, rep.reason = Cls.INVALID, check.problem
+    elif check.trailer is None or check.trailer.size == 0:
+        rep.cls = Cls.MARKER
+    elif check.trailer.size < slot:
+        rep.cls = Cls.INVALID
+        rep.reason = (
+            f"trampoline of {check.trailer.size} bytes is smaller than its {slot}-byte slot"
+        )
+    elif check.trailer.size == slot:
+        rep.cls = Cls.MARKER
+        rep.notes.append("slot-only trampoline (PR #739-era marker)")
+    else:
+        rep.cls = Cls.PATCHED
+        rep.scan = scan_stubs(data, check.trailer)
+        if rep.scan.sites == 0:
+            rep.notes.append("trampoline holds no recognisable stub")
+        if rep.scan.undecodable:
+            rep.notes.append(f"{rep.scan.undecodable} undecodable instruction(s) in the trampoline")
+        if rep.scan.abi == "mixed":
+            counts = ", ".join(f"{n} {k}" for k, n in rep.scan.kinds.items())
+            rep.notes.append(f"stubs of several ABIs in one file: {counts}")
+
+
+@dataclass
+class Skipped:
+    path: str
+    type: str
+    target: str | None = None
+
+
+@dataclass
+class ManifestInfo:
+    valid: bool
+    problem: str | None = None
+    tool: str | None = None
+    version: str | None = None
+    abi: str | None = None
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # tar path -> entry
+
+
+@dataclass
+class AuditReport:
+    bundle: str
+    members: list[MemberReport] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    manifest: ManifestInfo | None = None
+
+    def count(self, cls: Cls) -> int:
+        return sum(1 for m in self.members if m.cls is cls)
+
+    @property
+    def sites(self) -> int:
+        return sum(m.sites for m in self.members)
+
+    @property
+    def abi(self) -> str | None:
+        abis = {m.abi for m in self.members if m.abi}
+        if not abis:
+            return None
+        return abis.pop() if len(abis) == 1 else "mixed"
+
+    @property
+    def unpatchable_sites(self) -> int:
+        return sum(m.unpatchable or 0 for m in self.members)
+
+    @property
+    def mismatches(self) -> int:
+        return sum(len(m.mismatches) for m in self.members)
+
+    def failures(self, fail_on: FailOn | None) -> list[str]:
+        """Why ``--fail-on`` matches (empty when it does not)."""
+        if fail_on is None:
+            return []
+        out: list[str] = []
+        if fail_on in (FailOn.UNPATCHED, FailOn.ANY):
+            n = self.count(Cls.UNPATCHED)
+            bad = self.count(Cls.INVALID)
+            if n:
+                out.append(f"{n} unpatched ELF file(s)")
+            if bad:
+                out.append(f"{bad} ELF file(s) with an invalid trailer")
+        if fail_on in (FailOn.UNPATCHABLE, FailOn.ANY) and self.unpatchable_sites:
+            files = sum(1 for m in self.members if m.unpatchable)
+            out.append(f"{self.unpatchable_sites} unpatchable site(s) in {files} file(s)")
+        if fail_on in (FailOn.MISMATCH, FailOn.ANY):
+            if self.mismatches:
+                out.append(f"{self.mismatches} manifest/bytes mismatch(es)")
+            if self.problems:
+                out.append(f"{len(self.problems)} bundle problem(s)")
+        return out
+
+    def summary_line(self) -> str:
+        elf = [c for c in Cls if c is not Cls.NON_ELF]
+        n_elf = sum(self.count(c) for c in elf)
+        parts = ", ".join(f"{self.count(c)} {c.value}" for c in elf)
+        text = (
+            f"{self.bundle}: {len(self.members)} file(s), {n_elf} ELF ({parts}), "
+            f"{self.count(Cls.NON_ELF)} non-ELF; {self.sites} site(s)"
+        )
+        if self.abi:
+            text += f"; ABI {self.abi}"
+        if self.manifest is None:
+            text += "; no manifest"
+        elif self.manifest.valid:
+            text += f"; manifest: {self.mismatches} mismatch(es)"
+            if self.unpatchable_sites:
+                text += f", {self.unpatchable_sites} unpatchable site(s)"
+        else:
+            text += "; manifest unusable"
+        if self.problems:
+            text += f"; {len(self.problems)} problem(s)"
+        return text
+
+    def to_json(self, fail_on: FailOn | None = None) -> dict[str, Any]:
+        mf = self.manifest
+        summary: dict[str, int] = {"members": len(self.members)}
+        summary["elf"] = sum(self.count(c) for c in Cls if c is not Cls.NON_ELF)
+        summary.update({c.value: self.count(c) for c in Cls})
+        summary.update(
+            sites=self.sites,
+            unpatchable_sites=self.unpatchable_sites,
+            mismatches=self.mismatches,
+            problems=len(self.problems),
+        )
+        return {
+            "audit_format": AUDIT_FORMAT,
+            "tool": "litebox-pack",
+            "version": __version__,
+            "bundle": self.bundle,
+            "abi": self.abi,
+            "manifest": (
+                {
+                    "path": MANIFEST_PATH,
+                    "valid": mf.valid,
+                    "problem": mf.problem,
+                    "tool": mf.tool,
+                    "version": mf.version,
+                    "abi": mf.abi,
+                }
+                if mf
+                else None
+            ),
+            "summary": summary,
+            "members": [m.to_json() for m in self.members],
+            "skipped": [{"path": s.path, "type": s.type, "target": s.target} for s in self.skipped],
+            "problems": list(self.problems),
+            "fail_on": fail_on.value if fail_on else None,
+            "failed": self.failures(fail_on),
+        }
+
+
+# --- reading the tar -----------------------------------------------------------------------
+
+
+def member_key(name: str) -> str:
+    """The path tar_ro sees for a member name: empty and "." components dropped."""
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _kind(ti: tarfile.TarInfo) -> str:
+    if ti.isdir():
+        return "directory"
+    if ti.issym():
+        return "symlink"
+    if ti.islnk():
+        return "hardlink"
+    return "other"
+
+
+def _check_tar_ro(ti: tarfile.TarInfo, problems: list[str]) -> None:
+    """Note what LiteBox's tar_ro would read differently from tarfile (reference §4.2)."""
+    if ti.offset_data - ti.offset > 512:
+        # PAX 'x' and GNU 'L'/'K' records (header + payload) precede the member's own header;
+        # tar_ro stops reading at them.
+        problems.append(
+            f"{ti.name}: preceded by an extended header record (PAX or GNU long name); "
+            "tar_ro stops reading there and loses this and every later member"
+        )
+    try:
+        ti.name.encode("utf-8")
+    except UnicodeEncodeError:
+        problems.append(f"{ti.name!r}: name is not UTF-8; tar_ro skips it")
+
+
+def _read_member(
+    path: str, mode: int, f: IO[bytes], keep: bool
+) -> tuple[MemberReport, bytes | None]:
+    """Classify one member. Non-ELF data is hashed in chunks and returned only when ``keep``."""
+    head = f.read(4)
+    if head == b"\x7fELF":
+        data = head + f.read()
+        return classify(path, data, mode), None
+    h = hashlib.sha256(head)
+    size = len(head)
+    chunks = [head]
+    while chunk := f.read(_CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+        if keep:
+            chunks.append(chunk)
+    return MemberReport(path, size, mode, h.hexdigest(), Cls.NON_ELF), (
+        b"".join(chunks) if keep else None
+    )
+
+
+def audit_tar(path: str | Path) -> AuditReport:
+    """Read ``path`` as a tar (any format, optionally compressed) and audit every member."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such file")
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, not a tar archive")
+    report = AuditReport(str(p))
+    manifest_bytes: bytes | None = None
+    seen: dict[str, str] = {}
+    try:
+        with p.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
+            for ti in tf:
+                key = member_key(ti.name)
+                if not ti.isreg():
+                    report.skipped.append(Skipped(ti.name, _kind(ti), ti.linkname or None))
+                    continue
+                _check_tar_ro(ti, report.problems)
+                if key in seen:
+                    report.problems.append(
+                        f"{ti.name}: duplicate path (also {seen[key]!r}); tar_ro refuses the tar"
+                    )
+                seen.setdefault(key, ti.name)
+                f = tf.extractfile(ti)
+                assert f is not None  # regular members always have data
+                want = key == MANIFEST_PATH and manifest_bytes is None
+                rep, kept = _read_member(ti.name, ti.mode & 0o7777, f, want)
+                if want:
+                    manifest_bytes = kept
+                    rep.notes.append("litebox-pack manifest")
+                report.members.append(rep)
+    except PermissionError as e:
+        raise UserError(f"{p}: cannot read: {e.strerror}") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
+        raise UserError(f"{p}: not a readable tar archive: {e}") from None
+    for s in report.skipped:
+        if s.type in ("symlink", "hardlink"):
+            report.problems.append(
+                f"{s.path}: {s.type} to {s.target!r}; tar_ro has no links, so this path will "
+                "not exist in LiteBox"
+            )
+    if manifest_bytes is not None:
+        report.manifest = parse_manifest(manifest_bytes)
+        if report.manifest.valid:
+            cross_check(report, report.manifest)
+        else:
+            report.problems.append(f"{MANIFEST_PATH}: {report.manifest.problem}")
+    abis = Counter(m.abi for m in report.members if m.abi)
+    if len(abis) > 1:
+        counts = ", ".join(f"{k} ({n} file(s))" for k, n in sorted(abis.items()))
+        report.problems.append(f"stub ABIs are mixed in one bundle: {counts}")
+    return report
+
+
+# --- manifest --------------------------------------------------------------------------------
+
+
+def parse_manifest(data: bytes) -> ManifestInfo:
+    """Read the manifest tolerantly: a broken manifest is reported, never fatal."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return ManifestInfo(False, f"not valid JSON ({e})")
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
+        return ManifestInfo(False, "no 'files' list")
+    opts = doc.get("options") if isinstance(doc.get("options"), dict) else {}
+    info = ManifestInfo(
+        True,
+        tool=_str(doc.get("tool")),
+        version=_str(doc.get("version")),
+        abi=_str(opts.get("abi")) if opts else None,
+    )
+    for n, entry in enumerate(doc["files"]):
+        paths = entry.get("paths") if isinstance(entry, dict) else None
+        if not isinstance(paths, list) or not all(isinstance(x, str) for x in paths):
+            return ManifestInfo(False, f"files[{n}] has no 'paths' list of strings")
+        for tp in paths:
+            info.files.setdefault(member_key(tp), entry)
+    return info
+
+
+def _str(v: object) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+# Which byte classes each manifest outcome allows.
+_EXPECTED = {
+    "patched": {Cls.PATCHED},
+    "checked-nothing-to-patch": {Cls.MARKER},
+    "already-hooked": {Cls.PATCHED, Cls.MARKER},
+    "unchanged": {Cls.UNPATCHED, Cls.NON_ELF, Cls.INVALID, Cls.PATCHED, Cls.MARKER},
+}
+
+
+def _unpatchable_count(entry: dict[str, Any]) -> int:
+    listed = entry.get("unpatchable")
+    if isinstance(listed, list):
+        return len(listed)
+    strategies = entry.get("strategies")
+    if isinstance(strategies, dict):
+        return sum(_int(strategies.get(k)) or 0 for k in ("trapped", "kept"))
+    return 0
+
+
+def cross_check(report: AuditReport, info: ManifestInfo) -> None:
+    """Compare each member with its manifest entry; record every disagreement on the member."""
+    in_tar: set[str] = set()
+    for m in report.members:
+        key = member_key(m.path)
+        in_tar.add(key)
+        if key == MANIFEST_PATH:
+            continue
+        entry = info.files.get(key)
+        if entry is None:
+            m.mismatches.append("not listed in the manifest")
+            continue
+        m.manifest = entry
+        outcome = _str(entry.get("outcome"))
+        reason = _str(entry.get("reason"))
+        m.unpatchable = _unpatchable_count(entry)
+        sha_out, sha_in = _str(entry.get("sha256_out")), _str(entry.get("sha256_in"))
+        if sha_out != m.sha256:
+            m.mismatches.append(f"sha256 {m.sha256[:12]}… differs from manifest sha256_out")
+        if outcome in ("unchanged", "already-hooked") and sha_in and sha_out and sha_in != sha_out:
+            m.mismatches.append(f"manifest says {outcome} but sha256_in != sha256_out")
+        mode = _int(entry.get("mode"))
+        if mode is not None and mode & 0o777 != m.mode & 0o777:
+            m.mismatches.append(f"mode {m.mode & 0o777:#o} != manifest {mode & 0o777:#o}")
+        if outcome not in _EXPECTED:
+            m.mismatches.append(f"manifest outcome {outcome!r} is unknown")
+        elif m.cls not in _EXPECTED[outcome]:
+            m.mismatches.append(f"manifest says {outcome}, bytes say {m.cls.value}")
+        elif outcome == "unchanged" and m.cls in (Cls.PATCHED, Cls.MARKER):
+            m.notes.append("left unchanged, but the input already carried a trailer")
+        if m.cls is Cls.UNPATCHED and outcome == "unchanged":
+            m.reason = f"left unchanged: {reason}" if reason else "left unchanged"
+        if m.cls is Cls.PATCHED and outcome == "patched":
+            _compare_patched(m, entry, info.abi)
+    for key in info.files:
+        if key not in in_tar:
+            report.problems.append(f"{key}: listed in the manifest but missing from the tar")
+
+
+def _compare_patched(m: MemberReport, entry: dict[str, Any], abi: str | None) -> None:
+    sites = _int(entry.get("sites"))
+    if sites is not None and sites != m.sites:
+        m.mismatches.append(f"manifest says {sites} site(s), trampoline holds {m.sites} stub(s)")
+    size = _int(entry.get("trampoline_size"))
+    if size is not None and m.trailer is not None and size != m.trailer.size:
+        m.mismatches.append(f"manifest trampoline_size {size} != trailer size {m.trailer.size}")
+    if abi and m.abi and m.abi != abi:
+        m.mismatches.append(f"manifest ABI {abi}, stubs are {m.abi}")
