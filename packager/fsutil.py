@@ -12,15 +12,25 @@ from typing import BinaryIO
 from .errors import UserError
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
+def check_output(path: str | os.PathLike[str]) -> Path:
+    """Refuse an output path that cannot be written: a directory, or one in a missing directory.
+
+    Returns its parent directory. Called before any work, so a bad ``-o`` fails fast.
+    """
     target = Path(path)
     if target.is_dir():
         raise UserError(f"{target}: output path is a directory")
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"{target}: output directory {parent} does not exist")
+    return parent
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
+    target = Path(path)
+    parent = check_output(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -1,0 +1,225 @@
+"""``litebox-pack pack`` (the default command): package programs and their libraries."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rewriter import Abi
+
+from .bundle import BundleSummary, write_bundle
+from .console import print_json, stderr, user_errors, warn
+from .errors import UserError
+from .fsutil import check_output
+from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
+from .plan import Plan, PlannedFile, build_plan
+from .resolve import resolve
+from .rewrite_job import FileResult, RewriteOptions
+from .selfcheck import check_self_contained
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pack")(pack)
+
+
+@user_errors
+def pack(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Programs (ELF or #! scripts) to package.", show_default=False),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="The tar to write (default: FIRST_INPUT_NAME.tar)."),
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            metavar="HOST:TAR",
+            help="Add a file, or a directory recursively, at TAR in the bundle (ELF files are "
+            "rewritten too). Repeatable.",
+        ),
+    ] = None,
+    no_rewrite: Annotated[
+        list[str] | None,
+        typer.Option("--no-rewrite", metavar="PATH", help="Bundle PATH unchanged. Repeatable."),
+    ] = None,
+    abi: AbiOpt = Abi.REDZONE,
+    unpatchable: UnpatchableOpt = "fail",
+    no_fork_patch: NoForkPatchOpt = False,
+    library_path: Annotated[
+        str | None,
+        typer.Option(
+            "--library-path",
+            metavar="DIRS",
+            help="Colon-separated directories searched like LD_LIBRARY_PATH.",
+        ),
+    ] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root",
+            help="Resolve and read everything inside DIR (a sysroot or unpacked "
+            "rootfs), never from the host.",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option("-j", "--jobs", min=0, help="Parallel rewrites (0, the default: all cores)."),
+    ] = 0,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not use or fill the rewrite cache.")
+    ] = False,
+    main_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--main-out",
+            help="Where to write the rewritten main binary (default: NAME.hooked beside the tar).",
+        ),
+    ] = None,
+    no_main_out: Annotated[
+        bool, typer.Option("--no-main-out", help="Do not write the main binary beside the tar.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Say what happened to every file.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")] = False,
+) -> None:
+    """Package programs, their libraries and their loader into a tar LiteBox can mount.
+
+    Every ELF is rewritten (syscalls become trampoline jumps), every library appears at each
+    path the loader will ask for, and the rewritten main binary is written beside the tar.
+    Nothing is written when anything fails.
+    """
+    if root is not None and not root.is_dir():
+        raise UserError(f"--root {root}: not a directory")
+    out = output or Path(inputs[0].name + ".tar")
+    check_output(out)
+    if out.suffix != ".tar":
+        warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
+    dirs = [d for d in (library_path or "").split(":") if d]
+    closure = resolve([str(p) for p in inputs], root=str(root) if root else None, library_path=dirs)
+    closure.raise_if_missing()
+    plan = build_plan(
+        closure,
+        host_root=str(root) if root else None,
+        includes=include or [],
+        no_rewrite=no_rewrite or [],
+    )
+    extra = check_self_contained(plan, closure)
+    hooked = None if no_main_out else (main_out or out.parent / (inputs[0].name + ".hooked"))
+    if hooked is not None:
+        check_output(hooked)
+    options = RewriteOptions(abi, unpatchable, not no_fork_patch)
+    show = not quiet and not json_out
+    with _progress(plan, enabled=show and sys.stderr.isatty()) as on_file:
+        summary = write_bundle(
+            plan,
+            out,
+            options=options,
+            hooked=hooked,
+            jobs=jobs or os.cpu_count() or 1,
+            use_cache=not no_cache,
+            extra=extra,
+            progress=_chain(on_file, _verbose_line if verbose and show else None),
+        )
+    command = _runner_command(out, hooked)
+    if json_out:
+        print_json({**summary.to_json(), "runner": command, "main": plan.main_path})
+    elif show:
+        _print_summary(summary, plan, command)
+
+
+class _progress:
+    """A rich progress bar on stderr while files are rewritten (only on a terminal)."""
+
+    def __init__(self, plan: Plan, enabled: bool) -> None:
+        self.plan, self.enabled = plan, enabled
+        self.bar: Progress | None = None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if not self.enabled:
+            return None
+        self.bar = Progress(
+            TextColumn("rewriting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self.bar.start()
+        task = self.bar.add_task("", total=len(self.plan.files))
+
+        def step(f: PlannedFile, r: FileResult) -> None:
+            assert self.bar is not None
+            self.bar.update(task, advance=1, description=Path(f.source).name)
+
+        return step
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _chain(*fns):  # type: ignore[no-untyped-def]
+    live = [f for f in fns if f is not None]
+
+    def call(f: PlannedFile, r: FileResult) -> None:
+        for fn in live:
+            fn(f, r)
+
+    return call if live else None
+
+
+def _verbose_line(f: PlannedFile, r: FileResult) -> None:
+    o = r.outcome
+    what = o["outcome"] + (f" ({o['reason']})" if o.get("reason") else "")
+    if o["outcome"] == "patched":
+        what += f", {o['sites']} sites"
+    stderr.print(f"{f.source}: {what}{' [cached]' if r.cached else ''} -> {', '.join(f.paths)}")
+
+
+def _runner_command(out: Path, hooked: Path | None) -> str:
+    parts = ["litebox_runner_linux_userland", "--unstable", "--env", "HOME=/"]
+    parts += ["--initial-files", str(out)]
+    if hooked is not None:
+        parts.append(str(hooked))
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _print_summary(s: BundleSummary, plan: Plan, command: str) -> None:
+    table = Table(title=f"{s.output}", show_header=True, title_justify="left")
+    for col in (
+        "files",
+        "patched",
+        "checked, nothing to patch",
+        "unchanged",
+        "sites",
+        "size",
+        "time",
+    ):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(s.files),
+        str(s.outcomes.get("patched", 0)),
+        str(s.outcomes.get("checked-nothing-to-patch", 0)),
+        str(s.outcomes.get("unchanged", 0) + s.outcomes.get("already-hooked", 0)),
+        str(s.sites),
+        f"{s.size / 1048576:.1f} MiB",
+        f"{s.seconds:.2f} s" + (f" ({s.cached} cached)" if s.cached else ""),
+    )
+    stderr.print(table)
+    if s.hooked:
+        stderr.print(f"main binary: {s.hooked} (bundle path {plan.main_path})")
+    stderr.print(f"run it under LiteBox with:\n  {command}", soft_wrap=True)

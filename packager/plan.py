@@ -1,0 +1,128 @@
+"""The bundle plan: each unique real file, the tar paths it must appear at, and why it is there.
+
+LiteBox's tar filesystem has no symlinks, so a file the loader may ask for under several names
+(the path the walker resolved, the PT_INTERP path, the input's absolute path) is stored once per
+name, with the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError, UserError
+from .resolve import Closure, Library
+from .tarball import tar_path
+
+MANIFEST_PATH = "litebox/manifest.json"
+
+
+@dataclass
+class PlannedFile:
+    source: str  # host path of the real file, read once
+    paths: list[str] = field(default_factory=list)  # tar paths, without the leading "/"
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    rewrite: bool = True
+    skip_reason: str | None = None
+
+    def add(self, path: str, reason: dict[str, Any]) -> None:
+        p = tar_path(path)
+        if p not in self.paths:
+            self.paths.append(p)
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+@dataclass
+class Plan:
+    files: list[PlannedFile] = field(default_factory=list)
+    main: PlannedFile | None = None  # the first input: written beside the tar as NAME.hooked
+    main_path: str = ""  # the first input's path in the bundle ("/..."), for the runner
+    _by_source: dict[str, PlannedFile] = field(default_factory=dict, repr=False)
+
+    def file_for(self, source: str) -> PlannedFile:
+        f = self._by_source.get(source)
+        if f is None:
+            f = self._by_source[source] = PlannedFile(source)
+            self.files.append(f)
+        return f
+
+    def tar_paths(self) -> list[str]:
+        return [p for f in self.files for p in f.paths]
+
+
+def _reason(lib: Library) -> dict[str, Any]:
+    if lib.rule == "input":
+        return {"kind": "input"}
+    return {"kind": "needed", "by": lib.needed_by, "name": lib.name, "rule": lib.rule}
+
+
+def parse_include(spec: str) -> tuple[str, str]:
+    """``HOST:TAR`` split at the first colon (a host path cannot contain one; a tar path can)."""
+    host, sep, target = spec.partition(":")
+    if not sep or not host or not target.strip("/"):
+        raise UsageError(f"--include {spec!r}: expected HOST_PATH:TAR_PATH")
+    return host, target
+
+
+def build_plan(
+    closure: Closure,
+    *,
+    host_root: str | None,
+    includes: list[str],
+    no_rewrite: list[str],
+) -> Plan:
+    """Turn a resolved closure plus ``--include`` specs into a plan (no file contents read)."""
+    plan = Plan()
+    skip = {_canonical(p, host_root) for p in no_rewrite}
+    for lib in [*closure.inputs, *closure.libraries]:
+        f = plan.file_for(lib.realpath)
+        for path in (lib.path, *lib.aliases):
+            f.add(path, _reason(lib))
+        if plan.main is None:
+            plan.main, plan.main_path = f, lib.path
+    for spec in includes:
+        host, target = parse_include(spec)
+        base = Path(host)
+        if not base.exists():
+            raise UserError(f"--include {spec}: {host}: no such file or directory")
+        for src, dest in _walk_include(base, target):
+            plan.file_for(os.path.realpath(src)).add(dest, {"kind": "include", "spec": spec})
+    for f in plan.files:
+        if f.source in skip:
+            f.rewrite, f.skip_reason = False, "--no-rewrite"
+    _refuse_duplicates(plan)
+    return plan
+
+
+def _walk_include(base: Path, target: str) -> list[tuple[str, str]]:
+    """Files of an include: the file itself, or every regular file below a directory (sorted,
+    symlinks followed: the tar filesystem has none)."""
+    if not base.is_dir():
+        return [(str(base), target)]
+    out = []
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, base)
+        for name in sorted(filenames):
+            src = os.path.join(dirpath, name)
+            if os.path.isfile(src):
+                out.append((src, os.path.normpath(os.path.join(target, rel, name))))
+    return out
+
+
+def _canonical(path: str, root: str | None) -> str:
+    if root is not None and os.path.isabs(path):
+        path = os.path.join(root, path.lstrip("/"))
+    return os.path.realpath(path)
+
+
+def _refuse_duplicates(plan: Plan) -> None:
+    owner: dict[str, str] = {MANIFEST_PATH: "litebox-pack's manifest"}
+    for f in plan.files:
+        for p in f.paths:
+            other = owner.setdefault(p, f.source)
+            if other != f.source:
+                raise UserError(f"duplicate tar path {p!r}: both {other} and {f.source} claim it")
