@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -188,9 +189,10 @@ def rewrite_elf(
     if not sites:
         return _marker(data, candidates)
 
+    del codes  # the section copies are no longer needed; keep the peak low on huge files
     blob_vaddr = _trampoline_vaddr(elf)
     slot = blob_vaddr
-    out = bytearray(fixed)
+    edits: list[tuple[int, bytes]] = []  # (file offset, new bytes), in the order applied
     blob = bytearray(SLOT_SIZE)
     reports: list[Site] = []
     windows = _Windows()
@@ -202,17 +204,14 @@ def rewrite_elf(
         if patch is None:
             reports.append(Site(sc, Strategy.KEPT if unpatchable == "keep" else Strategy.TRAPPED))
             if unpatchable != "keep":
-                off = sec.offset + (sc - sec.addr)
-                out[off : off + 2] = TRAP
+                edits.append((sec.offset + (sc - sec.addr), TRAP))
             continue
         for w in windows.overlapping(patch.start, patch.end) if abi is Abi.RESUME else ():
             warnings.append(
                 f"site {sc:#x}: window [{patch.start:#x}, {patch.end:#x}) overlaps "
                 f"[{w[0]:#x}, {w[1]:#x}) (kept for upstream byte parity)"
             )
-        off = sec.offset + (patch.start - sec.addr)
-        guest = patch.guest_bytes(stub_at)
-        out[off : off + len(guest)] = guest
+        edits.append((sec.offset + (patch.start - sec.addr), patch.guest_bytes(stub_at)))
         blob += patch.stub
         windows.add(patch.start, patch.end)
         reports.append(Site(sc, patch.strategy, (patch.start, patch.end), stub_at, len(patch.stub)))
@@ -221,22 +220,20 @@ def rewrite_elf(
     if unpatched and unpatchable == "fail":
         raise UnpatchableSyscallsError(unpatched)
 
-    fork = plan_fork_patch(elf, out) if fork_patch else None
+    fork = plan_fork_patch(elf, fixed) if fork_patch else None
     if fork is not None:
         for w in windows.overlapping(fork.jump_vaddr, fork.jump_vaddr + 5):
             raise RewriteError(
                 f"fork→vfork jump at {fork.jump_vaddr:#x} overlaps the patched window "
                 f"[{w[0]:#x}, {w[1]:#x})"
             )
-        out[fork.file_offset : fork.file_offset + 5] = fork_jump(fork)
+        edits.append((fork.file_offset, fork_jump(fork)))
 
-    file_offset = _align(len(out), PAGE)
-    out += bytes(file_offset - len(out))
-    out += blob
+    file_offset = _align(len(fixed), PAGE)
     trailer = Trailer(file_offset, blob_vaddr, len(blob))
-    out += trailer.pack()
+    tail = bytes(file_offset - len(fixed)) + blob + trailer.pack()
     return RewriteResult(
-        bytes(out),
+        _assemble(fixed, edits, tail),
         Outcome.PATCHED,
         abi=abi,
         sites=tuple(reports),
@@ -283,6 +280,25 @@ class _Windows:
         lo = bisect.bisect_left(self._items, (start - self.MAX_LEN, 0))
         hi = bisect.bisect_left(self._items, (end, 0))
         return [w for w in self._items[lo:hi] if w[1] > start]
+
+
+def _assemble(base: bytes, edits: list[tuple[int, bytes]], tail: bytes) -> bytes:
+    """``base`` with ``edits`` applied, then ``tail``, copying ``base`` only once."""
+    ordered = sorted(edits, key=lambda e: e[0])
+    if any(a[0] + len(a[1]) > b[0] for a, b in itertools.pairwise(ordered)):
+        # Overlapping windows (upstream parity in the resume ABI): later edits win.
+        out = bytearray(base)
+        for off, new in edits:
+            out[off : off + len(new)] = new
+        return bytes(out + tail)
+    view = memoryview(base)
+    parts: list[bytes | memoryview] = []
+    pos = 0
+    for off, new in ordered:
+        parts += (view[pos:off], new)
+        pos = off + len(new)
+    parts += (view[pos:], tail)
+    return b"".join(parts)
 
 
 def _marker(data: bytes, candidates: int) -> RewriteResult:

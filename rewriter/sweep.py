@@ -15,6 +15,7 @@ bytes of look-ahead for the straddling one); that rule is reproduced here for by
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ MAX_INSN = 15
 WINDOW = 64
 SYSCALL = b"\x0f\x05"
 _SYSCALL = Code.SYSCALL
+_NEAR_BRANCH_TARGET = operator.attrgetter("near_branch_target")
 
 
 def find_pairs(code: bytes) -> list[int]:
@@ -119,13 +121,22 @@ def sweep_section(
                 pos = _decode_detailed(code, base, pos, stop, targets, run, probe, result.sites)
             else:
                 run = None
-                pos = _decode_fast(code, base, pos, stop, targets)
+                chunk_end = stop % CHUNK == 0 and stop < size
+                pos = _decode_fast(code, base, pos, stop, targets, finish=chunk_end)
         if stop % CHUNK == 0 and stop < size:
             pos = stop  # upstream restarts decoding exactly at every 8 MiB chunk end
     return result
 
 
-def _decode_fast(code: bytes, base: int, pos: int, stop: int, targets: set[int] | None) -> int:
+def _decode_fast(
+    code: bytes, base: int, pos: int, stop: int, targets: set[int] | None, *, finish: bool
+) -> int:
+    """Decode [pos, stop) keeping only branch targets; return where decoding must resume.
+
+    When the cut truncates the last instruction, resume at its start (the next, detailed
+    segment decodes it in full), unless ``finish`` asks for it to be decoded here: at a chunk
+    end, where decoding restarts at the boundary whatever the straddling instruction was.
+    """
     dec = Decoder(64, code[pos:stop], ip=base + pos)
     insn = None
     if targets is None:
@@ -137,8 +148,9 @@ def _decode_fast(code: bytes, base: int, pos: int, stop: int, targets: set[int] 
             add(insn.near_branch_target)  # adds 0 for non-branches; dropped by the caller
     if insn is None or dec.last_error != DecoderError.NO_MORE_BYTES:
         return stop
-    # The cut truncated the last instruction: decode it again with the bytes it may really use.
     at = insn.ip - base
+    if not finish:
+        return at
     full = Decoder(64, code[at : min(at + MAX_INSN, _limit(at, len(code)))], ip=insn.ip).decode()
     if targets is not None and full.near_branch_target:
         targets.add(full.near_branch_target)
@@ -167,5 +179,5 @@ def _decode_detailed(
             sites.append((run, len(run)))
         run.append(insn)
     if targets is not None:
-        targets.update(i.near_branch_target for i in run[first:])
+        targets.update(map(_NEAR_BRANCH_TARGET, run[first:]))
     return run[-1].next_ip - base if len(run) > first else pos

@@ -6,8 +6,8 @@ Both stub ABIs share the site rules of reference §5; only the stub bytes differ
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from iced_x86 import Code, Encoder, FlowControl, Instruction
 
@@ -37,19 +37,24 @@ def rel32(target: int, next_ip: int) -> bytes:
     return struct.pack("<i", d)
 
 
+_ENCODER = Encoder(64)  # reused: take_buffer() empties it after every instruction
+
+
 def reencode(insns: list[Instruction], at: int) -> bytes | None:
     """Re-encode ``insns`` consecutively from address ``at``, keeping every absolute target.
 
     Returns None when an instruction cannot be encoded there at its original length.
     """
     out = bytearray()
-    enc = Encoder(64)
+    enc = _ENCODER
     for insn in insns:
         try:
             n = enc.encode(insn, at + len(out))
         except ValueError:
+            enc.take_buffer()
             return None
         if n != insn.len:
+            enc.take_buffer()  # leave the shared encoder empty
             return None
         out += enc.take_buffer()
     return bytes(out)
@@ -88,8 +93,7 @@ def entry_sequence(abi: Abi, at: int, slot: int, restart: int, cont: int | None)
     return LEA_RCX + b"\x06\x00\x00\x00" + JMP_SLOT + rel32(slot, at + 13)
 
 
-@dataclass(frozen=True, slots=True)
-class Patch:
+class Patch(NamedTuple):
     """One patched site: the guest window it replaces and the stub that serves it."""
 
     syscall: int
