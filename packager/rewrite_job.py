@@ -54,23 +54,36 @@ def describe(result: RewriteResult) -> dict[str, Any]:
     return doc
 
 
-def run_job(job: Job, options: RewriteOptions, cache_dir: str | None) -> FileResult:
-    """Read, rewrite (or fetch from the cache) and describe one file. Raises UserError."""
+def read_source(job: Job) -> tuple[bytes, int, str]:
+    """(bytes, mode & 0o777, sha256) of a job's file; UserError when it cannot be read."""
     try:
         data = Path(job.source).read_bytes()
         mode = os.stat(job.source).st_mode & 0o777
     except OSError as e:
         raise UserError(f"{job.source}: cannot read: {e.strerror or e}") from None
-    sha_in = hashlib.sha256(data).hexdigest()
-    if not job.rewrite:
-        outcome = {"outcome": "unchanged", "reason": job.skip_reason, "sites": 0}
-        return FileResult(job.source, mode, sha_in, sha_in, data, outcome)
+    return data, mode, hashlib.sha256(data).hexdigest()
 
-    cache = RewriteCache(Path(cache_dir)) if cache_dir is not None else None
-    key = cache_key(sha_in, options.to_json())
-    if cache is not None and (hit := cache.get(key)) is not None:
-        out, meta = hit
-        return FileResult(job.source, mode, sha_in, meta["sha256_out"], out, meta["outcome"], True)
+
+def cached_result(job: Job, options: RewriteOptions, cache_dir: str | None) -> FileResult | None:
+    """The finished result when no rewriting is needed (cache hit, or not rewritten at all)."""
+    data, mode, sha_in = read_source(job)
+    if not job.rewrite or not data.startswith(b"\x7fELF"):
+        # Same outcome the rewriter gives, without sending the bytes to a worker.
+        reason = job.skip_reason if not job.rewrite else "not an ELF file"
+        outcome = {"outcome": "unchanged", "reason": reason, "sites": 0}
+        return FileResult(job.source, mode, sha_in, sha_in, data, outcome)
+    if cache_dir is None:
+        return None
+    hit = RewriteCache(Path(cache_dir)).get(cache_key(sha_in, options.to_json()))
+    if hit is None:
+        return None
+    out, meta = hit
+    return FileResult(job.source, mode, sha_in, meta["sha256_out"], out, meta["outcome"], True)
+
+
+def run_job(job: Job, options: RewriteOptions, cache_dir: str | None) -> FileResult:
+    """Read, rewrite and describe one file, filling the cache. Raises UserError."""
+    data, mode, sha_in = read_source(job)
     try:
         result = rewrite_elf(
             data,
@@ -82,6 +95,9 @@ def run_job(job: Job, options: RewriteOptions, cache_dir: str | None) -> FileRes
         raise UserError(f"{job.source}: {e}") from None
     outcome = describe(result)
     sha_out = hashlib.sha256(result.data).hexdigest()
-    if cache is not None:
-        cache.put(key, result.data, {"sha256_out": sha_out, "outcome": outcome})
+    if cache_dir is not None:
+        key = cache_key(sha_in, options.to_json())
+        RewriteCache(Path(cache_dir)).put(
+            key, result.data, {"sha256_out": sha_out, "outcome": outcome}
+        )
     return FileResult(job.source, mode, sha_in, sha_out, result.data, outcome)

@@ -50,7 +50,9 @@ def ldconfig_print(cache: Path) -> list[str]:
 
 def describe(entry: CacheEntry) -> str:
     """How ldconfig prints an entry, for the flag combinations used here."""
-    kind = {FLAGS_X86_64: "libc6,x86-64", FLAG_ELF_LIBC6: "libc6"}[entry.flags]
+    # gcc-multilib adds x32 (0x0803) entries and the i386 loader flagged plain ELF (1).
+    kinds = {FLAGS_X86_64: "libc6,x86-64", FLAG_ELF_LIBC6: "libc6", 0x0803: "libc6,x32", 1: "ELF"}
+    kind = kinds[entry.flags]
     if entry.hwcaps_subdir:
         kind += f', hwcap: "{entry.hwcaps_subdir}"'
     return f"{entry.key} ({kind}) => {entry.value}"
