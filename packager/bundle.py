@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +17,9 @@ from typing import Any
 
 from . import __version__
 from .cache import cache_root
-from .fsutil import atomic_output, write_atomic
+from .fsutil import atomic_output
 from .plan import MANIFEST_PATH, Plan, PlannedFile
-from .rewrite_job import FileResult, Job, RewriteOptions, run_job
+from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, run_job
 from .tarball import UstarWriter, validate_paths
 
 Progress = Callable[[PlannedFile, FileResult], None]
@@ -49,33 +52,48 @@ class BundleSummary:
 
 
 def rewrite_all(
-    plan: Plan, options: RewriteOptions, jobs: int, use_cache: bool
+    plan: Plan, options: RewriteOptions, jobs: int, use_cache: bool, spool: str
 ) -> Iterator[tuple[PlannedFile, FileResult]]:
     """Results in plan order, each as soon as it and all before it are ready.
 
-    At most ``2 * jobs`` results are in flight, so memory stays flat however big the bundle is.
+    Cache hits and files that are not rewritten are served here; only the rest go to the
+    worker processes (started on the first miss). At most ``2 * jobs`` results wait, and they
+    wait as files, so memory stays flat however big the bundle is.
     """
     cache_dir = str(cache_root()) if use_cache else None
-    work = [(f, Job(f.source, f.rewrite, f.skip_reason)) for f in plan.files]
-    if jobs <= 1 or len(work) <= 1:
-        for f, job in work:
-            yield f, run_job(job, options, cache_dir)
-        return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        pending: deque[tuple[PlannedFile, Future[FileResult]]] = deque()
-        queue = iter(work)
-        try:
-            for f, job in queue:
-                pending.append((f, pool.submit(run_job, job, options, cache_dir)))
-                if len(pending) >= 2 * jobs:
-                    done, fut = pending.popleft()
-                    yield done, fut.result()
-            while pending:
-                done, fut = pending.popleft()
-                yield done, fut.result()
-        finally:
-            for _, fut in pending:
-                fut.cancel()
+    pool: ProcessPoolExecutor | None = None
+    pending: deque[tuple[PlannedFile, FileResult | Future[FileResult]]] = deque()
+
+    def head_ready() -> bool:
+        item = pending[0][1]
+        return isinstance(item, FileResult) or item.done()
+
+    def settle(item: FileResult | Future[FileResult]) -> FileResult:
+        return item if isinstance(item, FileResult) else item.result()
+
+    try:
+        for f in plan.files:
+            job = Job(f.source, f.rewrite, f.skip_reason)
+            ready: FileResult | Future[FileResult] | None = cached_result(job, options, cache_dir)
+            if ready is None:
+                if jobs <= 1:
+                    ready = run_job(job, options, cache_dir, spool)
+                else:
+                    pool = pool or ProcessPoolExecutor(max_workers=jobs)
+                    ready = pool.submit(run_job, job, options, cache_dir, spool)
+            pending.append((f, ready))
+            while pending and (len(pending) > 2 * jobs or head_ready()):
+                done, item = pending.popleft()
+                yield done, settle(item)
+        while pending:
+            done, item = pending.popleft()
+            yield done, settle(item)
+    finally:
+        for _, item in pending:
+            if isinstance(item, Future):
+                item.cancel()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def manifest_entry(f: PlannedFile, r: FileResult) -> dict[str, Any]:
@@ -106,21 +124,31 @@ def write_bundle(
     hooked: Path | None,
     jobs: int,
     use_cache: bool,
-    extra: list[tuple[str, bytes, int]] = (),  # type: ignore[assignment]
+    extra: Sequence[tuple[str, bytes, int]] = (),
     progress: Progress | None = None,
 ) -> BundleSummary:
-    """Write the tar (atomically) and the main binary beside it; return what was done."""
+    """Write the tar and the main binary beside it, both atomically; return what was done."""
     start = time.monotonic()
     validate_paths([*plan.tar_paths(), *(p for p, _, _ in extra), MANIFEST_PATH])
     summary = BundleSummary(str(output), str(hooked) if hooked else None)
     entries: list[dict[str, Any]] = []
-    main_bytes: bytes | None = None
-    with atomic_output(output) as fh, UstarWriter(fh) as tar:
-        for f, r in rewrite_all(plan, options, jobs, use_cache):
+    with contextlib.ExitStack() as stack:
+        spool = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix=".litebox-pack-", dir=output.parent or ".")
+        )
+        # Entered before the tar, so it is renamed into place after the tar is complete; an
+        # error while streaming removes both temporary files.
+        main_fh = stack.enter_context(atomic_output(hooked, 0o755)) if hooked else None
+        tar = stack.enter_context(UstarWriter(stack.enter_context(atomic_output(output))))
+        for f, r in rewrite_all(plan, options, jobs, use_cache, spool):
             for p in f.paths:
-                tar.add(p, r.data, r.mode)
-            if f is plan.main:
-                main_bytes = r.data
+                with open(r.output, "rb") as src:
+                    tar.add_stream(p, src, r.size, r.mode)
+            if f is plan.main and main_fh is not None:
+                with open(r.output, "rb") as src:
+                    shutil.copyfileobj(src, main_fh)
+            if r.temporary:
+                os.unlink(r.output)
             entries.append(manifest_entry(f, r))
             summary.outcomes[r.outcome["outcome"]] += 1
             summary.sites += r.outcome.get("sites", 0)
@@ -140,9 +168,6 @@ def write_bundle(
         text = json.dumps(manifest, indent=1, sort_keys=True)
         tar.add(MANIFEST_PATH, text.encode() + b"\n", 0o644)
         summary.entries = tar.entries
-        if hooked is not None and main_bytes is not None:
-            # Written before the tar is renamed into place: a failure leaves neither behind.
-            write_atomic(hooked, main_bytes, 0o755)
     summary.files = len(plan.files)
     summary.size = os.path.getsize(output)
     summary.seconds = time.monotonic() - start

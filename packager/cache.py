@@ -54,18 +54,21 @@ class RewriteCache:
         d = self.root / key[:2]
         return d / f"{key}.bin", d / f"{key}.json"
 
-    def get(self, key: str) -> tuple[bytes, dict[str, Any]] | None:
+    def get(self, key: str) -> tuple[Path, dict[str, Any]] | None:
+        """(path of the stored bytes, metadata), verified against the recorded sha256."""
         data_path, meta_path = self._paths(key)
         try:
             meta = json.loads(meta_path.read_text())
-            data = data_path.read_bytes()
+            with data_path.open("rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
         except (OSError, ValueError):
             return None
-        if hashlib.sha256(data).hexdigest() != meta.get("sha256_out"):
+        if digest != meta.get("sha256_out"):
             return None  # a torn or tampered entry is a miss, never a wrong answer
-        return data, meta
+        return data_path, meta
 
-    def put(self, key: str, data: bytes, meta: dict[str, Any]) -> None:
+    def put(self, key: str, data: bytes, meta: dict[str, Any]) -> Path | None:
+        """Store an entry; return the path of its bytes, or None when the cache is unwritable."""
         data_path, meta_path = self._paths(key)
         try:
             data_path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +77,8 @@ class RewriteCache:
             _atomic_write(data_path, data)
             _atomic_write(meta_path, json.dumps(meta, sort_keys=True).encode())
         except OSError:
-            pass  # a cache that cannot be written is only slower
+            return None  # a cache that cannot be written is only slower
+        return data_path
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import mmap
 import os
 import re
 import stat
@@ -426,11 +427,12 @@ def _facts_cached(host: str, _identity: tuple[int, int, int, int]) -> _Facts | s
             try:
                 return _parse_elf(data)
             except ElfError:
-                rest = f.read()
-                if not rest:
+                if os.fstat(f.fileno()).st_size <= len(data):
                     raise
-            # Headers or strings lie past the first block: read the whole file and retry.
-            return _parse_elf(data + rest)
+            # Headers or strings lie past the first block: map the whole file (only the pages
+            # the parser touches are read, so a 100 MB library costs little) and retry.
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as whole:
+                return _parse_elf(whole)  # type: ignore[arg-type]
     except ElfError as e:
         return f"corrupt ELF file: {e}"
     except OSError as e:

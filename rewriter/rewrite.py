@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from . import sweep
-from .elf import EM_X86_64, ET_REL, PT_PHDR, ElfError, ElfFile
+from .elf import EM_386, EM_X86_64, ET_REL, PT_PHDR, ElfError, ElfFile
 from .errors import RewriteError, UnpatchableSyscallsError
 from .fork_patch import ForkPatch, fork_jump, plan_fork_patch
 from .trailer import PAGE, Trailer, TrailerState, check_trailer, marker
@@ -155,6 +155,10 @@ def rewrite_elf(
         return _unchanged(data, "big-endian ELF")
     if elf.type == ET_REL:
         return _unchanged(data, "relocatable object")
+    if not elf.is64 and elf.machine == EM_386:
+        from .i386 import rewrite_i386  # imported here: i386 builds on this module's types
+
+        return rewrite_i386(data, elf, abi=abi, unpatchable=unpatchable, fork_patch=fork_patch)
     if not elf.is64 or elf.machine != EM_X86_64:
         return _unchanged(data, f"other architecture (ELF{elf.bits} {elf.machine_name})")
     texts = elf.text_sections
@@ -169,8 +173,9 @@ def rewrite_elf(
     if fixed is not data:
         elf = ElfFile(fixed)
         texts = elf.text_sections
-    codes = [fixed[s.offset : s.offset + s.size] for s in texts]
-    pairs = [sweep.find_pairs(c) for c in codes]
+    view = memoryview(fixed)
+    codes = [view[s.offset : s.offset + s.size] for s in texts]
+    pairs = [sweep.find_pairs(fixed, s.offset, s.offset + s.size) for s in texts]
     candidates = sum(map(len, pairs))
     # Few pairs are usually false hits inside other instructions: prove that cheaply first,
     # without the branch-target pass that real sites need.
@@ -189,7 +194,7 @@ def rewrite_elf(
     if not sites:
         return _marker(data, candidates)
 
-    del codes  # the section copies are no longer needed; keep the peak low on huge files
+    del codes, view
     blob_vaddr = _trampoline_vaddr(elf)
     slot = blob_vaddr
     edits: list[tuple[int, bytes]] = []  # (file offset, new bytes), in the order applied

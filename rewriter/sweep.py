@@ -27,18 +27,23 @@ MAX_INSN = 15
 # Three instructions of up to 15 bytes each, plus prefixes before 0F 05: enough to hold every
 # instruction a backward or forward scan can borrow.
 WINDOW = 64
+# Fast segments are decoded in pieces of at most this many bytes: the decoder copies what it is
+# given, and a whole 100 MB text section would otherwise be copied twice at once.
+PIECE = 1 << 20
 SYSCALL = b"\x0f\x05"
 _SYSCALL = Code.SYSCALL
 _NEAR_BRANCH_TARGET = operator.attrgetter("near_branch_target")
 
 
-def find_pairs(code: bytes) -> list[int]:
-    """Offsets of every ``0F 05`` byte pair (candidates; most are real syscalls)."""
+def find_pairs(data: bytes, start: int = 0, end: int | None = None) -> list[int]:
+    """Offsets (from ``start``) of every ``0F 05`` pair in ``data[start:end]`` (candidates;
+    most are real syscalls)."""
+    end = len(data) if end is None else end
     out = []
-    i = code.find(SYSCALL)
+    i = data.find(SYSCALL, start, end)
     while i >= 0:
-        out.append(i)
-        i = code.find(SYSCALL, i + 1)
+        out.append(i - start)
+        i = data.find(SYSCALL, i + 1, end)
     return out
 
 
@@ -57,7 +62,7 @@ class SectionSweep:
 PREFIXES = frozenset(b"\x26\x2e\x36\x3e\x64\x65\x66\x67\xf0\xf2\xf3" + bytes(range(0x40, 0x50)))
 
 
-def _possible_starts(code: bytes, pair: int) -> range:
+def _possible_starts(code: SectionBytes, pair: int) -> range:
     """Where a syscall instruction whose opcode is the pair at ``pair`` can start: at the pair,
     or earlier when prefix bytes precede it (only those instructions get their opcode checked)."""
     start = pair
@@ -95,8 +100,12 @@ def _boundaries(size: int, pairs: list[int]) -> list[tuple[int, int, bool]]:
     return out
 
 
+# A section's bytes; a memoryview avoids copying the whole section.
+SectionBytes = bytes | memoryview
+
+
 def sweep_section(
-    code: bytes, base: int, targets: set[int] | None, pairs: list[int] | None = None
+    code: SectionBytes, base: int, targets: set[int] | None, pairs: list[int] | None = None
 ) -> SectionSweep:
     """Decode one text section and return the instruction runs around each ``0F 05`` pair.
 
@@ -108,7 +117,7 @@ def sweep_section(
     size = len(code)
     result = SectionSweep()
     if pairs is None:
-        pairs = find_pairs(code)
+        pairs = find_pairs(bytes(code))
     probe = {base + start for p in pairs for start in _possible_starts(code, p)}
     pos = 0
     run: list[Instruction] | None = None
@@ -121,6 +130,8 @@ def sweep_section(
                 pos = _decode_detailed(code, base, pos, stop, targets, run, probe, result.sites)
             else:
                 run = None
+                while stop - pos > PIECE:
+                    pos = _decode_fast(code, base, pos, pos + PIECE, targets, finish=False)
                 chunk_end = stop % CHUNK == 0 and stop < size
                 pos = _decode_fast(code, base, pos, stop, targets, finish=chunk_end)
         if stop % CHUNK == 0 and stop < size:
@@ -129,7 +140,7 @@ def sweep_section(
 
 
 def _decode_fast(
-    code: bytes, base: int, pos: int, stop: int, targets: set[int] | None, *, finish: bool
+    code: SectionBytes, base: int, pos: int, stop: int, targets: set[int] | None, *, finish: bool
 ) -> int:
     """Decode [pos, stop) keeping only branch targets; return where decoding must resume.
 
@@ -137,7 +148,7 @@ def _decode_fast(
     segment decodes it in full), unless ``finish`` asks for it to be decoded here: at a chunk
     end, where decoding restarts at the boundary whatever the straddling instruction was.
     """
-    dec = Decoder(64, code[pos:stop], ip=base + pos)
+    dec = Decoder(64, bytes(code[pos:stop]), ip=base + pos)
     insn = None
     if targets is None:
         tail = deque(dec, maxlen=1)  # consumes the decoder without a Python-level loop
@@ -151,14 +162,15 @@ def _decode_fast(
     at = insn.ip - base
     if not finish:
         return at
-    full = Decoder(64, code[at : min(at + MAX_INSN, _limit(at, len(code)))], ip=insn.ip).decode()
+    piece = bytes(code[at : min(at + MAX_INSN, _limit(at, len(code)))])
+    full = Decoder(64, piece, ip=insn.ip).decode()
     if targets is not None and full.near_branch_target:
         targets.add(full.near_branch_target)
     return at + full.len
 
 
 def _decode_detailed(
-    code: bytes,
+    code: SectionBytes,
     base: int,
     pos: int,
     stop: int,
@@ -168,7 +180,7 @@ def _decode_detailed(
     sites: list[tuple[list[Instruction], int]],
 ) -> int:
     end = min(stop + MAX_INSN, _limit(pos, len(code)))
-    dec = Decoder(64, code[pos:end], ip=base + pos)
+    dec = Decoder(64, bytes(code[pos:end]), ip=base + pos)
     stop_ip = base + stop
     first = len(run)
     for insn in dec:

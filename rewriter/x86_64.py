@@ -26,6 +26,7 @@ class Abi(StrEnum):
 class Strategy(StrEnum):
     BEFORE = "before"  # displaced instructions precede the syscall (strategy a)
     AFTER = "after"  # displaced instructions follow it (strategy b)
+    BEFORE_AND_AFTER = "before-and-after"  # one instruction each side (strategy c, i386 only)
     TRAPPED = "trapped"  # unpatchable, overwritten with F1 F4
     KEPT = "kept"  # unpatchable, syscall left in place
 
