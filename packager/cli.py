@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from . import __version__, cmd_audit, cmd_deps, cmd_pack, cmd_rewrite
+from . import __version__, cmd_audit, cmd_deps, cmd_pack, cmd_rewrite, cmd_run
 
 app = typer.Typer(
     name="litebox-pack",
@@ -43,7 +43,7 @@ def _root(
     """Prepare Linux programs for LiteBox."""
 
 
-for module in (cmd_pack, cmd_rewrite, cmd_deps, cmd_audit):
+for module in (cmd_pack, cmd_rewrite, cmd_deps, cmd_audit, cmd_run):
     module.register(app)
 
 

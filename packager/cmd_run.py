@@ -1,0 +1,90 @@
+"""``litebox-pack run``: execute a bundle natively with its trampolines live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from .console import user_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", no_args_is_help=True)(run)
+
+
+@user_errors
+def run(
+    bundle: Annotated[
+        Path,
+        typer.Argument(
+            help="The bundle: a .tar or a directory laid out like one.", show_default=False
+        ),
+    ],
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="After --: PROGRAM (an absolute path inside the bundle) and its arguments; "
+            "with --hooked only the arguments.",
+            show_default=False,
+        ),
+    ] = None,
+    abi: Annotated[
+        Literal["auto", "redzone", "resume"],
+        typer.Option(
+            "--abi",
+            help="Stub ABI of the bundle: auto reads the manifest, else the stub bytes.",
+        ),
+    ] = "auto",
+    trace: Annotated[
+        bool,
+        typer.Option("--trace", help="Print each trampolined syscall on stderr."),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Stop at the first syscall that escaped the rewriting (exit status 125).",
+        ),
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write a JSON report: syscalls by name, distinct sites, escapes.",
+            show_default=False,
+        ),
+    ] = None,
+    hooked: Annotated[
+        Path | None,
+        typer.Option(
+            "--hooked",
+            help="Run this rewritten main binary (APP.hooked, written beside the tar) "
+            "the way LiteBox's runner does.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run PROGRAM from a bundle on this machine, every syscall through its trampoline.
+
+    Usage: `run BUNDLE -- PROGRAM ARGS...` or `run --hooked APP.hooked BUNDLE.tar -- ARGS...`.
+    The exit status is the program's own. A syscall that escaped the rewriting is reported,
+    and with --strict it stops the program with status 125.
+    """
+    from .runtime.run import RunRequest, exit_like
+    from .runtime.run import run as run_bundle
+
+    words = list(command or [])
+    program = None if hooked is not None else (words.pop(0) if words else None)
+    req = RunRequest(
+        bundle=bundle,
+        program=program,
+        args=words,
+        abi=abi,
+        trace=trace,
+        strict=strict,
+        report=report,
+        hooked=hooked,
+    )
+    raise typer.Exit(exit_like(run_bundle(req)))
