@@ -49,6 +49,7 @@ def check_self_contained(plan: Plan, closure: Closure) -> Extra:
         cache = build_ldcache(entries)
         if BUNDLE_CACHE in source_of:
             raise UserError(f"the bundle cannot load its libraries: {problems[0]}")
+        os.makedirs(os.path.join(tree, os.path.dirname(BUNDLE_CACHE)), exist_ok=True)
         with open(os.path.join(tree, BUNDLE_CACHE), "wb") as fh:
             fh.write(cache)
         problems = _problems(tree, inputs, source_of, wanted)

@@ -194,3 +194,86 @@ def test_bad_input_is_one_line_and_leaves_nothing(
     assert message in res.stderr
     assert res.stderr.count("\n") == 1, res.stderr
     assert listing(tmp_path) == before
+
+
+def test_root_reads_only_inside_the_root(tmp_path: Path) -> None:
+    """A rootfs with an absolute directory symlink and a library that differs from the host's:
+    the bundle must hold the rootfs's bytes, found through links resolved inside the root."""
+    root = tmp_path / "rootfs"
+    libdir = root / "usr/lib/x86_64-linux-gnu"
+    libdir.mkdir(parents=True)
+    for lib in ldd_realpaths("/bin/ls") - {os.path.realpath("/bin/ls")}:
+        shutil.copy2(lib, libdir / os.path.basename(lib))
+    for soname, real in (("libpcre2-8.so.0", "libpcre2-8.so.0.*"),):
+        target = next(libdir.glob(real))
+        os.symlink(target.name, libdir / soname)  # relative link, as packages ship them
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/usr/bin/ls", root / "usr/bin/ls")
+    os.symlink("/usr/bin", root / "bin")  # absolute: must mean <root>/usr/bin, not the host's
+    os.symlink("/usr/lib", root / "lib")
+    (root / "lib64").mkdir()
+    os.symlink(
+        "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", root / "lib64/ld-linux-x86-64.so.2"
+    )
+    # Make the rootfs's libselinux different from the host's (a trailing zero byte is harmless).
+    selinux = next(root.rglob("libselinux.so.1"))
+    selinux.write_bytes(selinux.read_bytes() + b"\0")
+    members, _ = pack(tmp_path, "/bin/ls", "--root", root, "-o", "root.tar")
+    doc = manifest_of(members)
+    for f in doc["files"]:
+        assert f["source"].startswith(str(root) + "/"), f["source"]
+    entry = next(f for f in doc["files"] if f["source"].endswith("libselinux.so.1"))
+    assert entry["sha256_in"] == hashlib.sha256(selinux.read_bytes()).hexdigest()
+    assert "bin/ls" in members and "lib64/ld-linux-x86-64.so.2" in members
+
+
+def test_library_found_only_through_library_path_gets_a_bundle_cache(
+    tmp_path: Path,
+) -> None:
+    """A library outside every default directory is found with --library-path; the bundle then
+    carries an ld.so.cache of its own, and the program runs from the bundle alone."""
+    libdir = tmp_path / "opt" / "mylibs"
+    libdir.mkdir(parents=True)
+    (tmp_path / "greet.c").write_text('#include <stdio.h>\nvoid greet(void){puts("greetings");}\n')
+    (tmp_path / "main.c").write_text("void greet(void);\nint main(void){greet();return 0;}\n")
+    subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-o",
+            libdir / "libgreet.so.1",
+            tmp_path / "greet.c",
+            "-Wl,-soname,libgreet.so.1",
+        ],
+        check=True,
+    )
+    subprocess.run(
+        ["gcc", "-o", tmp_path / "greeter", tmp_path / "main.c", "-L", libdir, "-l:libgreet.so.1"],
+        check=True,
+    )
+    res = cli(tmp_path / "greeter", "-o", "g.tar", cwd=tmp_path)
+    assert res.returncode == 1 and "libgreet.so.1" in res.stderr  # not findable without help
+    members, _ = pack(tmp_path, tmp_path / "greeter", "-o", "g.tar", "--library-path", libdir)
+    assert "etc/ld.so.cache" in members
+    lib_member = str(libdir / "libgreet.so.1").lstrip("/")
+    assert lib_member in members
+    from packager.ldcache import parse_ldcache
+
+    cache = parse_ldcache(members["etc/ld.so.cache"])
+    assert any(e.key == "libgreet.so.1" and e.value == "/" + lib_member for e in cache.entries)
+    run = subprocess.run(
+        [str(EXE), "run", str(tmp_path / "g.tar"), "--", str(tmp_path / "greeter")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "greetings\n"
+
+
+def test_fifo_input_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    res = cli("pipe", "-o", "x.tar", cwd=tmp_path)
+    assert res.returncode == 1 and "not a regular file" in res.stderr
+    assert not (tmp_path / "x.tar").exists()
