@@ -41,6 +41,7 @@ import lzma
 import tarfile
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -82,6 +83,16 @@ class FailOn(StrEnum):
 
 
 STUB_KINDS = ("redzone", "resume", "i386", "other")
+
+
+def bundle_abi(abis: Iterable[str | None]) -> str | None:
+    """One ABI for a bundle: the x86-64 stub ABI (i386 objects share one stub shape under either
+    option, so they never make a bundle "mixed"), "i386" for a 32-bit-only bundle, or "mixed"."""
+    present = {a for a in abis if a}
+    x86 = present - {"i386"}
+    if len(x86) > 1:
+        return "mixed"
+    return x86.pop() if x86 else ("i386" if present else None)
 
 
 @dataclass(frozen=True)
@@ -296,10 +307,7 @@ class AuditReport:
 
     @property
     def abi(self) -> str | None:
-        abis = {m.abi for m in self.members if m.abi}
-        if not abis:
-            return None
-        return abis.pop() if len(abis) == 1 else "mixed"
+        return bundle_abi(m.abi for m in self.members)
 
     @property
     def unpatchable_sites(self) -> int:
@@ -492,7 +500,7 @@ def audit_tar(path: str | Path) -> AuditReport:
             cross_check(report, report.manifest)
         else:
             report.problems.append(f"{MANIFEST_PATH}: {report.manifest.problem}")
-    abis = Counter(m.abi for m in report.members if m.abi)
+    abis = Counter(m.abi for m in report.members if m.abi and m.abi != "i386")
     if len(abis) > 1:
         counts = ", ".join(f"{k} ({n} file(s))" for k, n in sorted(abis.items()))
         report.problems.append(f"stub ABIs are mixed in one bundle: {counts}")
@@ -599,5 +607,6 @@ def _compare_patched(m: MemberReport, entry: dict[str, Any], abi: str | None) ->
     size = _int(entry.get("trampoline_size"))
     if size is not None and m.trailer is not None and size != m.trailer.size:
         m.mismatches.append(f"manifest trampoline_size {size} != trailer size {m.trailer.size}")
-    if abi and m.abi and m.abi != abi:
+    # i386 objects have one stub shape whatever the ABI option says (stub-abi.md).
+    if abi and m.abi and m.abi not in (abi, "i386"):
         m.mismatches.append(f"manifest ABI {abi}, stubs are {m.abi}")

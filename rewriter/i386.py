@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import struct
-from collections.abc import Iterator
+from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
 from iced_x86 import Code, Decoder, FlowControl, Instruction, OpKind, Register
@@ -36,7 +36,9 @@ SLOT_SIZE = 4
 U32 = 1 << 32
 ENTRY_LEN = 13
 ENDBR32 = b"\xf3\x0f\x1e\xfb"
-SYSINFO_INT80 = "_dl_sysinfo_int80"  # glibc's own int 0x80 fallback, reached through the slot
+# glibc's int 0x80 fallback for __kernel_vsyscall: without a vDSO, gs:[0x10] points at it, and
+# its int 0x80 must stay a real instruction at its own address (upstream skips it).
+SYSINFO_INT80 = "_dl_sysinfo_int80"
 
 # Byte patterns that every site contains. Finding none in any text section proves there is no
 # site without decoding. The last one is the SIB spelling of gs:[0x10], which _is_site also
@@ -45,6 +47,7 @@ PATTERNS = (b"\xcd\x80", b"\xff\x15\x10\x00\x00\x00", b"\xff\x14\x25\x10\x00\x00
 
 _INT = Code.INT_IMM8
 _CALL_RM32 = Code.CALL_RM32
+_SITE_CODES = frozenset((_INT, _CALL_RM32))
 _NEAR_BRANCH_TARGET = operator.attrgetter("near_branch_target")
 _DIRECT_NEAR = (OpKind.NEAR_BRANCH32, OpKind.NEAR_BRANCH16)
 
@@ -64,8 +67,9 @@ def entry_sequence(at: int, slot: int) -> bytes:
 
 
 def trap_bytes(length: int) -> bytes:
-    # The 7-byte call form keeps F1 F4 at its start and NOP-fills the rest, so a disassembly
-    # still resyncs on the next instruction.
+    # F1 F4 as on x86-64, NOP-filled to the site's length so a disassembly resyncs after it. Only
+    # a prefixed int 0x80 is longer than 2 bytes in practice: a 7-byte gs:[0x10] call always
+    # fits a jump by itself ((a), or (b) when it is a branch target), so it is never trapped.
     return TRAP + bytes([NOP]) * (length - len(TRAP))
 
 
@@ -105,8 +109,8 @@ def _is_site(insn: Instruction) -> bool:
     )
 
 
-def _has_pattern(code: bytes) -> bool:
-    return any(p in code for p in PATTERNS)
+def _has_pattern(data: bytes, sec: Section) -> bool:
+    return any(data.find(p, sec.offset, sec.offset + sec.size) >= 0 for p in PATTERNS)
 
 
 def sysinfo_int80(elf: ElfFile) -> int | None:
@@ -130,16 +134,23 @@ def sysinfo_int80(elf: ElfFile) -> int | None:
     return None
 
 
+# Instructions kept on each side of a site. A scan takes at most three steps beyond the site (every
+# instruction adds a byte to a site of at least two, and five are enough), so a run this long
+# behaves exactly like the whole section: it is cut short only where the section itself ends.
+CONTEXT = 8
+
+
 class Run(NamedTuple):
-    """One text section decoded in full, with its bytes (borrowed bytes are copied from here)."""
+    """A stretch of one section's linear sweep around a site, and the file it came from
+    (borrowed bytes are copied from there)."""
 
     section: Section
-    code: bytes
+    data: bytes
     insns: list[Instruction]
 
     def raw(self, start: int, end: int) -> bytes:
-        base = self.section.addr
-        return self.code[start - base : end - base]
+        off = self.section.offset - self.section.addr
+        return self.data[start + off : end + off]
 
 
 def decode(
@@ -147,22 +158,33 @@ def decode(
 ) -> tuple[list[tuple[Run, int]], set[int]]:
     """Sites (run, index) in section-header then address order, and all direct branch targets.
 
-    One linear sweep per section, no 8 MiB chunking: upstream's chunking (§5.1) dates from its
-    x86-64 code after the i386 removal, and i386 text sections that large do not occur.
+    One linear sweep per section that keeps only CONTEXT instructions around each site, so a huge
+    section costs no more memory than a small one. No 8 MiB chunking: upstream's chunking (§5.1)
+    came with its x86-64 code after the i386 removal, and i386 text sections that large do not
+    occur.
     """
     targets: set[int] = set()
     sites: list[tuple[Run, int]] = []
     for sec in texts:
-        code = data[sec.offset : sec.offset + sec.size]
-        dec = Decoder(32, code, ip=sec.addr)
-        if not _has_pattern(code):
+        # iced takes bytes only: one section's copy at a time, dropped after its sweep
+        dec = Decoder(32, data[sec.offset : sec.offset + sec.size], ip=sec.addr)
+        if not _has_pattern(data, sec):
             targets.update(map(_NEAR_BRANCH_TARGET, dec))
             continue
-        run = Run(sec, code, list(dec))
-        targets.update(map(_NEAR_BRANCH_TARGET, run.insns))
-        sites += (
-            (run, k) for k, insn in enumerate(run.insns) if _is_site(insn) and insn.ip != skip
-        )
+        add = targets.add
+        recent: deque[Instruction] = deque(maxlen=CONTEXT)
+        growing: list[tuple[list[Instruction], int]] = []  # runs still taking instructions
+        for insn in dec:
+            add(insn.near_branch_target)
+            if growing:
+                for insns, _ in growing:
+                    insns.append(insn)
+                growing = [g for g in growing if len(g[0]) < g[1]]
+            if insn.code in _SITE_CODES and _is_site(insn) and insn.ip != skip:
+                insns = [*recent, insn]
+                sites.append((Run(sec, data, insns), len(insns) - 1))
+                growing.append((insns, len(insns) + CONTEXT))
+            recent.append(insn)
     targets.discard(0)
     return sites, targets
 
@@ -287,16 +309,15 @@ def _fits_u32(what: str, value: int) -> None:
 
 
 def _candidates(data: bytes, texts: list[Section]) -> int:
-    def count(code: bytes, pattern: bytes) -> Iterator[int]:
-        i = code.find(pattern)
-        while i >= 0:
-            yield i
-            i = code.find(pattern, i + 1)
-
+    """How many PATTERNS occurrences the text sections hold (most are real sites)."""
     total = 0
     for s in texts:
-        code = data[s.offset : s.offset + s.size]
-        total += sum(1 for p in PATTERNS for _ in count(code, p))
+        end = s.offset + s.size
+        for p in PATTERNS:
+            i = data.find(p, s.offset, end)
+            while i >= 0:
+                total += 1
+                i = data.find(p, i + 1, end)
     return total
 
 

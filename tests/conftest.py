@@ -19,6 +19,10 @@ KIND_FLAGS = {
     "static-pie": ["-O2", "-static-pie"],
     "shared": ["-O2", "-shared", "-fPIC"],
     "nostdlib": ["-nostdlib", "-static"],
+    # i386 (ELF32) builds, for samples named *32*
+    "dynamic32": ["-m32", "-O2"],
+    "static32": ["-m32", "-O2", "-static"],
+    "nostdlib32": ["-m32", "-nostdlib", "-static"],
 }
 
 BuildSample = Callable[..., Path]

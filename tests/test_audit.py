@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from packager.audit import MANIFEST_PATH, Cls, audit_tar, classify
 from packager.cli import app
 from packager.tarball import UstarWriter
-from rewriter import ElfFile, RewriteResult, Trailer, rewrite_elf
+from rewriter import RewriteResult, Trailer, rewrite_elf
 
 from .tarcheck import read_strict
 
@@ -143,6 +143,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, File]:
     libz = LIBZ.read_bytes()
     unpatchable = gcc(tmp, "unpatchable", UNPATCHABLE_S)
     i386 = gcc(tmp, "i386", I386_S, "-m32")
+    # An ELF of a machine the rewriter does not handle: the i386 program relabelled as 32-bit ARM.
+    arm = bytearray(i386)
+    struct.pack_into("<H", arm, 18, 40)
     return {
         "libc": File(LIBC_PATHS, libc, 0o755, rewrite_elf(libc, abi="redzone")),
         "libc-resume": File(["opt/resume/libc.so.6"], libc, 0o755, rewrite_elf(libc, abi="resume")),
@@ -151,6 +154,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, File]:
         "os-release": File(["etc/os-release"], OS_RELEASE.read_bytes(), 0o644,
                            rewrite_elf(OS_RELEASE.read_bytes())),
         "i386": File(["opt/i386/exit"], i386, 0o755, rewrite_elf(i386)),
+        "arm": File(["opt/arm/exit"], bytes(arm), 0o755, rewrite_elf(bytes(arm))),
         "trapped": File(["opt/trap"], unpatchable, 0o755,
                         rewrite_elf(unpatchable, unpatchable="trap")),
         "kept": File(["opt/keep"], unpatchable, 0o755,
@@ -175,7 +179,7 @@ def run(*args: str):
 
 @pytest.mark.parametrize("with_manifest", [True, False])
 def test_classes_sites_and_abi_match_the_rewriter(tmp_path, files, with_manifest):
-    chosen = pick(files, "libc", "libz", "ls", "os-release", "i386", "trapped")
+    chosen = pick(files, "libc", "libz", "ls", "os-release", "arm", "trapped")
     man = manifest(chosen) if with_manifest else None
     report = audit_tar(bundle(tmp_path / "b.tar", chosen, man))
     members = by_path(report)
@@ -191,14 +195,17 @@ def test_classes_sites_and_abi_match_the_rewriter(tmp_path, files, with_manifest
     assert members["usr/lib/x86_64-linux-gnu/libz.so.1"].cls is Cls.MARKER
     assert members["usr/lib/x86_64-linux-gnu/libz.so.1"].sites == 0
     assert members["etc/os-release"].cls is Cls.NON_ELF
-    assert (members["usr/bin/ls"].cls, members["opt/i386/exit"].cls) == (Cls.UNPATCHED,) * 2
-    assert members["opt/i386/exit"].bits == 32
+    assert (members["usr/bin/ls"].cls, members["opt/arm/exit"].cls) == (Cls.UNPATCHED,) * 2
+    assert members["opt/arm/exit"].bits == 32
     assert report.sites == 2 * libc.patched_sites + trap.patched_sites
     assert report.abi == "redzone"
     if with_manifest:
         assert report.manifest is not None and report.manifest.valid
         assert members["usr/bin/ls"].reason == "left unchanged: --no-rewrite"
-        assert members["opt/i386/exit"].reason == "left unchanged: other architecture (ELF32 i386)"
+        assert (
+            members["opt/arm/exit"].reason
+            == "left unchanged: other architecture (ELF32 machine 40)"
+        )
         assert t.unpatchable == len(trap.unpatchable) == 1
         assert report.mismatches == 0 and report.problems == []
         assert members[MANIFEST_PATH].cls is Cls.NON_ELF
@@ -260,31 +267,16 @@ def test_corrupted_trailers_say_what_is_wrong(tmp_path, files, how, reason):
 
 
 def test_i386_stubs_are_counted(tmp_path, files):
-    """An ELF32 with the i386 stubs of reference §4.2 made by hand: our rewriter is 64-bit only."""
-    elf32 = files["i386"].data_in
-    elf = ElfFile(elf32)
-    text = next(s for s in elf.sections if s.name == ".text")
-    code = elf32[text.offset : text.offset + text.size]
-    sites = [text.addr + i for i in range(len(code) - 1) if code[i : i + 2] == b"\xcd\x80"]
-    assert len(sites) == 2
-    vaddr = -(-max(s.vaddr + s.memsz for s in elf.loads) // 0x1000) * 0x1000
-    offset = -(-len(elf32) // 0x1000) * 0x1000
-    out = bytearray(elf32) + bytes(offset - len(elf32))
-    blob = bytearray(4)  # the 4-byte callback slot
-    for sc in sites:
-        # (a): borrow the 5-byte mov before the site; guest gets jmp stub + nop
-        stub_at = vaddr + len(blob)
-        pop_at = stub_at + 5 + 6
-        stub = code[sc - 5 - text.addr : sc - text.addr] + b"\x50\xe8\0\0\0\0\x58\xff\x90"
-        stub += struct.pack("<i", vaddr - pop_at)
-        stub += b"\xe9" + struct.pack("<i", (sc + 2) - (stub_at + len(stub) + 5))
-        blob += stub
-        g = text.offset + (sc - 5 - text.addr)
-        out[g : g + 7] = b"\xe9" + struct.pack("<i", stub_at - (sc - 5 + 5)) + b"\x90\x90"
-    out += blob + struct.pack("<8sIII", b"LITEBOX0", offset, vaddr, len(blob))
-    m = classify("i386", bytes(out))
-    assert (m.cls, m.bits, m.abi, m.sites) == (Cls.PATCHED, 32, "i386", 2)
-    assert m.trailer is not None and m.trailer.bits == 32 and m.trailer.size == len(blob)
+    """A real i386 rewrite: its stubs are counted, and under a manifest saying "redzone" (the
+    x86-64 option) they are no mismatch and do not make the bundle "mixed"."""
+    i386 = files["i386"]
+    m = classify("i386", i386.rw.data)
+    assert (m.cls, m.bits, m.abi, m.sites) == (Cls.PATCHED, 32, "i386", i386.rw.patched_sites)
+    assert m.sites == 2
+    assert m.trailer is not None and m.trailer.bits == 32 and m.trailer.size == i386.rw.trailer.size
+    chosen = pick(files, "libc", "i386")
+    report = audit_tar(bundle(tmp_path / "i.tar", chosen, manifest(chosen)))
+    assert report.abi == "redzone" and report.mismatches == 0 and report.problems == []
 
 
 # --- manifest versus bytes ------------------------------------------------------------------
@@ -347,7 +339,7 @@ def test_unusable_manifest_is_a_problem_not_a_crash(tmp_path, files):
 
 @pytest.fixture(scope="module")
 def full_tar(tmp_path_factory, files) -> Path:
-    chosen = pick(files, "libc", "libz", "ls", "os-release", "i386", "trapped")
+    chosen = pick(files, "libc", "libz", "ls", "os-release", "arm", "trapped")
     return bundle(tmp_path_factory.mktemp("full") / "full.tar", chosen, manifest(chosen))
 
 
