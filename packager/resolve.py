@@ -30,8 +30,8 @@ the current directory on the host, and to ``/`` under a root.
 Not modelled: LD_PRELOAD, secure-mode (setuid) restrictions, DT_FILTER/DT_AUXILIARY filtees,
 the ABI-note OS version check, dlopen(). For i386 the default directories are those of
 Debian's multiarch libc6:i386 (/lib/i386-linux-gnu, /usr/lib/i386-linux-gnu, /lib, /usr/lib);
-a program whose interpreter lives in a ``lib32`` directory (the biarch libc6-i386 package)
-searches /lib32 and /usr/lib32 first, as that loader is built with those as its libdirs.
+a program whose interpreter is the biarch libc6-i386 build (its compiled-in search path names
+/usr/lib32, wherever the file sits) searches /lib32 and /usr/lib32 first.
 """
 
 from __future__ import annotations
@@ -450,6 +450,20 @@ def _facts(host: str, st: os.stat_result) -> _Facts:
     return got
 
 
+@functools.lru_cache(maxsize=64)
+def _built_for_lib32(interp_host: str) -> bool:
+    """Is this i386 loader the biarch build whose system directories are /lib32 and /usr/lib32?
+
+    Decided from the loader's own bytes (its compiled-in search path), not from where it sits:
+    in a bundle the loader is a plain file at its PT_INTERP path (/lib/ld-linux.so.2).
+    """
+    try:
+        with open(interp_host, "rb") as f:
+            return b"\0/usr/lib32/\0" in f.read(4 << 20)
+    except OSError:
+        return False
+
+
 def _read_head(host: str, limit: int) -> bytes:
     with open(host, "rb") as f:
         return f.read(limit)
@@ -580,7 +594,7 @@ class _Walker:
                 "(x86-64 and i386 only)"
             )
         if self.model is None:
-            lib32 = interp_host is not None and "/lib32/" in self.fs.target(interp_host)
+            lib32 = interp_host is not None and _built_for_lib32(interp_host)
             self.model = loader_model(facts.bits, facts.machine, CpuInfo.host(), lib32=lib32)
             self.model_from = tpath
         elif (self.model.bits, self.model.machine) != (facts.bits, facts.machine):

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 
 from .errors import UserError
-from .ldcache import build_ldcache
+from .ldcache import FLAG_ELF_LIBC6, FLAGS_X86_64, CacheEntry, build_ldcache
 from .plan import Plan, PlannedFile
 from .resolve import Closure, resolve
 
@@ -46,7 +46,8 @@ def check_self_contained(plan: Plan, closure: Closure) -> Extra:
                 for name in _names(f, closure)
             }
         )
-        cache = build_ldcache(entries)
+        flags = FLAGS_X86_64 if _is64(closure) else FLAG_ELF_LIBC6
+        cache = build_ldcache(CacheEntry(name, path, flags) for name, path in entries)
         if BUNDLE_CACHE in source_of:
             raise UserError(f"the bundle cannot load its libraries: {problems[0]}")
         os.makedirs(os.path.join(tree, os.path.dirname(BUNDLE_CACHE)), exist_ok=True)
@@ -57,6 +58,19 @@ def check_self_contained(plan: Plan, closure: Closure) -> Extra:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise UserError(f"the bundle cannot load its libraries: {problems[0]}{more}")
     return [(BUNDLE_CACHE, cache, 0o644)]
+
+
+def _is64(closure: Closure) -> bool:
+    """The class of the bundle's programs (the walker refuses to mix classes)."""
+    for lib in [*closure.libraries, *closure.inputs]:
+        try:
+            with open(lib.realpath, "rb") as fh:
+                head = fh.read(5)
+        except OSError:
+            continue
+        if head[:4] == b"\x7fELF":
+            return head[4] == 2
+    return True
 
 
 def _input_paths(plan: Plan, closure: Closure) -> list[str]:

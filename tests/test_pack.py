@@ -277,3 +277,38 @@ def test_fifo_input_is_refused(tmp_path: Path) -> None:
     res = cli("pipe", "-o", "x.tar", cwd=tmp_path)
     assert res.returncode == 1 and "not a regular file" in res.stderr
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_i386_program_with_a_library_path_library(tmp_path: Path) -> None:
+    """ELF32: the i386 loader's rules, an ld.so.cache flagged for i386, stubs audited as i386."""
+    if not Path("/lib/ld-linux.so.2").exists():
+        pytest.skip("no i386 loader (apt-get install gcc-multilib)")
+    libdir = tmp_path / "opt32"
+    libdir.mkdir()
+    (tmp_path / "v.c").write_text("int value(void){return 7;}\n")
+    (tmp_path / "m.c").write_text("int value(void);\nint main(void){return value();}\n")
+    subprocess.run(
+        [
+            "gcc",
+            "-m32",
+            "-shared",
+            "-fPIC",
+            "-o",
+            libdir / "libv.so.1",
+            tmp_path / "v.c",
+            "-Wl,-soname,libv.so.1",
+        ],
+        check=True,
+    )
+    subprocess.run(
+        ["gcc", "-m32", "-o", tmp_path / "m32", tmp_path / "m.c", "-L", libdir, "-l:libv.so.1"],
+        check=True,
+    )
+    members, _ = pack(tmp_path, tmp_path / "m32", "-o", "m.tar", "--library-path", libdir)
+    from packager.ldcache import FLAG_ELF_LIBC6, parse_ldcache
+
+    entries = parse_ldcache(members["etc/ld.so.cache"]).entries
+    assert {e.flags for e in entries} == {FLAG_ELF_LIBC6}
+    assert "lib/ld-linux.so.2" in members
+    report = audit_tar(tmp_path / "m.tar")
+    assert report.abi == "i386" and report.failures("any") == []
