@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, UserError
-from .resolve import Closure, Library
+from .resolve import Closure, Library, confined_realpath
 from .tarball import tar_path
 
 MANIFEST_PATH = "litebox/manifest.json"
@@ -76,7 +76,7 @@ def build_plan(
 ) -> Plan:
     """Turn a resolved closure plus ``--include`` specs into a plan (no file contents read)."""
     plan = Plan()
-    skip = {_canonical(p, host_root) for p in no_rewrite}
+    skip = {c for p in no_rewrite for c in _canonical(p, host_root)}
     for lib in [*closure.inputs, *closure.libraries]:
         f = plan.file_for(lib.realpath)
         for path in (lib.path, *lib.aliases):
@@ -113,10 +113,13 @@ def _walk_include(base: Path, target: str) -> list[tuple[str, str]]:
     return out
 
 
-def _canonical(path: str, root: str | None) -> str:
-    if root is not None and os.path.isabs(path):
-        path = os.path.join(root, path.lstrip("/"))
-    return os.path.realpath(path)
+def _canonical(path: str, root: str | None) -> set[str]:
+    """Real paths ``--no-rewrite PATH`` may name: the host file, and under ``--root`` also the
+    file PATH names inside the root (symlinks resolved there, never escaping it)."""
+    out = {os.path.realpath(path)}
+    if root is not None:
+        out.add(confined_realpath(os.path.realpath(root), os.path.abspath(path)))
+    return out
 
 
 def _refuse_duplicates(plan: Plan) -> None:
