@@ -49,8 +49,17 @@ def best(fn, rounds: int) -> float:  # type: ignore[no-untyped-def]
 def main(argv: list[str]) -> int:
     files = [(p, None) for p in argv] or DEFAULT
     table = Table(title=f"rewrite vs bare iced sweep (best of {ROUNDS})")
-    for col in ("file", "exec bytes", "0F05 pairs", "sites", "sweep ms", "rewrite ms", "ratio",
-                "target", "ok"):
+    for col in (
+        "file",
+        "exec bytes",
+        "0F05 pairs",
+        "sites",
+        "sweep ms",
+        "rewrite ms",
+        "ratio",
+        "target",
+        "ok",
+    ):
         table.add_column(col, justify="left" if col == "file" else "right")
     failed = False
     for path, target in files:
@@ -62,15 +71,21 @@ def main(argv: list[str]) -> int:
         result = rewrite_elf(data)
         sweep_s = rewrite_s = float("inf")
         for _ in range(ROUNDS):  # interleave so both see the same machine state
-            sweep_s = min(sweep_s, best(lambda: bare_sweep(data, elf), 1))
-            rewrite_s = min(rewrite_s, best(lambda: rewrite_elf(data), 1))
+            sweep_s = min(sweep_s, best(lambda d=data, e=elf: bare_sweep(d, e), 1))
+            rewrite_s = min(rewrite_s, best(lambda d=data: rewrite_elf(d), 1))
         ratio = rewrite_s / sweep_s
         ok = "" if target is None else ("yes" if ratio <= target else "NO")
         failed |= ok == "NO"
         table.add_row(
-            Path(path).name, f"{exec_bytes:,}", str(pairs), str(result.patched_sites),
-            f"{sweep_s * 1e3:.1f}", f"{rewrite_s * 1e3:.1f}", f"{ratio:.2f}x",
-            "" if target is None else f"≤ {target}x", ok,
+            Path(path).name,
+            f"{exec_bytes:,}",
+            str(pairs),
+            str(result.patched_sites),
+            f"{sweep_s * 1e3:.1f}",
+            f"{rewrite_s * 1e3:.1f}",
+            f"{ratio:.2f}x",
+            "" if target is None else f"≤ {target}x",
+            ok,
         )
     Console().print(table)
     return 1 if failed else 0

@@ -1,11 +1,12 @@
 """litebox-pack's syscall rewriter: a pure library, bytes in, bytes and an outcome out."""
 
+from .common import Abi, Strategy
 from .elf import ElfError, ElfFile
 from .errors import RewriteError, UnpatchableSyscallsError
 from .fork_patch import ForkPatch
-from .rewrite import POLICIES, Outcome, Policy, RewriteResult, Site, rewrite_elf
+from .result import Outcome, RewriteResult, Site
+from .rewrite import POLICIES, Policy, rewrite_elf
 from .trailer import MAGIC, Trailer, TrailerCheck, TrailerState, check_trailer, read_trailer
-from .x86_64 import Abi, Strategy
 
 __all__ = [
     "MAGIC",

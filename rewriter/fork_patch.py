@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .common import JMP_LEN, JMP_REL32, rel32
 from .elf import SHT_DYNSYM, SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC, ElfFile, Section
 from .errors import RewriteError
-from .x86_64 import JMP_LEN, JMP_REL32, rel32
 
 FORK_NAMES = ("__libc_fork", "__fork")
 VFORK_NAMES = ("__libc_vfork", "__vfork")

@@ -19,18 +19,21 @@ import dataclasses
 import operator
 import struct
 from collections import deque
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from iced_x86 import Code, Decoder, FlowControl, Instruction, OpKind, Register
 
+from .common import JMP_LEN, JMP_REL32, NOP, TRAP, Abi, Strategy
 from .elf import SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC, ElfFile, Section
-from .errors import RewriteError, UnpatchableSyscallsError
-from .fork_patch import ForkPatch, fork_jump, plan_fork_patch
-from .trailer import PAGE, Trailer, TrailerState, check_trailer, marker
-from .x86_64 import JMP_LEN, JMP_REL32, NOP, TRAP, Abi, Strategy
+from .emit import Patch, SiteWork, emit_patched
+from .errors import RewriteError
+from .fork_patch import ForkPatch, plan_fork_patch
+from .result import Outcome, RewriteResult, marker_result, unchanged
+from .trailer import PAGE, TrailerState, check_trailer
 
 if TYPE_CHECKING:
-    from .rewrite import Policy, RewriteResult
+    from .rewrite import Policy
 
 SLOT_SIZE = 4
 U32 = 1 << 32
@@ -71,18 +74,6 @@ def trap_bytes(length: int) -> bytes:
     # a prefixed int 0x80 is longer than 2 bytes in practice: a 7-byte gs:[0x10] call always
     # fits a jump by itself ((a), or (b) when it is a branch target), so it is never trapped.
     return TRAP + bytes([NOP]) * (length - len(TRAP))
-
-
-class Patch(NamedTuple):
-    site: int
-    strategy: Strategy
-    start: int  # first guest byte replaced
-    end: int  # one past the last guest byte replaced
-    stub: bytes
-
-    def guest_bytes(self, stub_at: int) -> bytes:
-        jmp = JMP_REL32 + rel32(stub_at, self.start + JMP_LEN)
-        return jmp + bytes([NOP]) * (self.end - self.start - JMP_LEN)
 
 
 def _back(target: int, at: int) -> bytes:
@@ -303,11 +294,6 @@ def plan_fork_patch_32(elf: ElfFile, data: bytes) -> ForkPatch | None:
     return dataclasses.replace(fork, jump_vaddr=at, file_offset=fork.file_offset + len(ENDBR32))
 
 
-def _fits_u32(what: str, value: int) -> None:
-    if not 0 <= value < U32:
-        raise RewriteError(f"{what} {value:#x} does not fit the 32-bit trailer")
-
-
 def _candidates(data: bytes, texts: list[Section]) -> int:
     """How many PATTERNS occurrences the text sections hold (most are real sites)."""
     total = 0
@@ -325,81 +311,44 @@ def rewrite_i386(
     data: bytes, elf: ElfFile, *, abi: Abi, unpatchable: Policy, fork_patch: bool
 ) -> RewriteResult:
     """Rewrite an ELF32 i386 file; ``rewrite_elf`` has already checked it is one."""
-    from .rewrite import Outcome, RewriteResult, Site, _assemble, _unchanged, _Windows
 
     texts = elf.text_sections
     if not texts:
-        return _unchanged(data, "no executable section")
+        return unchanged(data, "no executable section")
     if check_trailer(data, bits=32).state is TrailerState.VALID:
         return RewriteResult(data, Outcome.ALREADY_HOOKED, "already has a LITEBOX0 trailer")
-    empty = marker(32)
     candidates = _candidates(data, texts)
     if candidates == 0:
-        return RewriteResult(data + empty.pack(), Outcome.MARKER, trailer=empty)
+        return marker_result(data, 32, 0)
     sites, targets = decode(data, texts, sysinfo_int80(elf))
     if not sites:
-        return RewriteResult(
-            data + empty.pack(), Outcome.MARKER, trailer=empty, candidates=candidates
-        )
+        return marker_result(data, 32, candidates)
 
     blob_vaddr = trampoline_vaddr(elf)
     slot = blob_vaddr
-    _fits_u32("trampoline vaddr", blob_vaddr)
-    edits: list[tuple[int, bytes]] = []
-    blob = bytearray(SLOT_SIZE)  # the callback slot; the loader writes the callback address
-    reports: list[Site] = []
-    windows = _Windows()
-    warnings: list[str] = []
-    for run, i in sites:
-        sec, site = run.section, run.insns[i]
-        stub_at = blob_vaddr + len(blob)
-        patch = plan(run, i, targets, stub_at, slot)
-        if patch is None:
-            reports.append(
-                Site(site.ip, Strategy.KEPT if unpatchable == "keep" else Strategy.TRAPPED)
-            )
-            if unpatchable != "keep":
-                edits.append((sec.offset + (site.ip - sec.addr), trap_bytes(site.len)))
-            continue
-        # Windows come from the original decode, as upstream's did; a later one may overwrite
-        # an earlier jump. Kept for byte parity, reported.
-        for w in windows.overlapping(patch.start, patch.end):
-            warnings.append(
-                f"site {site.ip:#x}: window [{patch.start:#x}, {patch.end:#x}) overlaps "
-                f"[{w[0]:#x}, {w[1]:#x}) (kept for upstream byte parity)"
-            )
-        edits.append((sec.offset + (patch.start - sec.addr), patch.guest_bytes(stub_at)))
-        blob += patch.stub
-        windows.add(patch.start, patch.end)
-        reports.append(
-            Site(site.ip, patch.strategy, (patch.start, patch.end), stub_at, len(patch.stub))
-        )
 
-    trapped = [s.address for s in reports if s.strategy is Strategy.TRAPPED]
-    if trapped and unpatchable == "fail":
-        raise UnpatchableSyscallsError(trapped)
+    def plans(run: Run, i: int) -> Callable[[int], Iterator[Patch]]:
+        def candidates_at(stub_at: int) -> Iterator[Patch]:
+            patch = plan(run, i, targets, stub_at, slot)
+            if patch is not None:
+                yield patch
 
-    fork = plan_fork_patch_32(elf, data) if fork_patch else None
-    if fork is not None:
-        for w in windows.overlapping(fork.jump_vaddr, fork.jump_vaddr + JMP_LEN):
-            raise RewriteError(
-                f"fork→vfork jump at {fork.jump_vaddr:#x} overlaps the patched window "
-                f"[{w[0]:#x}, {w[1]:#x})"
-            )
-        edits.append((fork.file_offset, fork_jump(fork)))
+        return candidates_at
 
-    file_offset = (len(data) + PAGE - 1) // PAGE * PAGE
-    _fits_u32("trampoline file offset", file_offset)
-    _fits_u32("trampoline end", blob_vaddr + len(blob))
-    trailer = Trailer(file_offset, blob_vaddr, len(blob), bits=32)
-    tail = bytes(file_offset - len(data)) + blob + trailer.pack()
-    return RewriteResult(
-        _assemble(data, edits, tail),
-        Outcome.PATCHED,
+    work = [
+        SiteWork(run.section, run.insns[i].ip, run.insns[i].len, plans(run, i)) for run, i in sites
+    ]
+    return emit_patched(
+        data,
+        work,
+        blob_vaddr=blob_vaddr,
+        slot_size=SLOT_SIZE,
+        bits=32,
         abi=abi,
-        sites=tuple(reports),
-        trailer=trailer,
-        fork_patch=fork,
+        unpatchable=unpatchable,
+        refuse_overlap=False,  # upstream computed every window from the original decode
+        trap=trap_bytes,
+        fork=lambda: plan_fork_patch_32(elf, data) if fork_patch else None,
         candidates=candidates,
-        warnings=tuple(warnings),
+        rel=rel32,
     )

@@ -5,38 +5,10 @@ Both stub ABIs share the site rules of reference §5; only the stub bytes differ
 
 from __future__ import annotations
 
-import struct
-from enum import StrEnum
-from typing import NamedTuple
-
 from iced_x86 import Code, Encoder, FlowControl, Instruction
 
-from .errors import RewriteError
-
-JMP_LEN = 5
-NOP = 0x90
-TRAP = b"\xf1\xf4"  # ICEBP; HLT: same length as syscall, recognisable as a poisoned site
-
-
-class Abi(StrEnum):
-    REDZONE = "redzone"
-    RESUME = "resume"
-
-
-class Strategy(StrEnum):
-    BEFORE = "before"  # displaced instructions precede the syscall (strategy a)
-    AFTER = "after"  # displaced instructions follow it (strategy b)
-    BEFORE_AND_AFTER = "before-and-after"  # one instruction each side (strategy c, i386 only)
-    TRAPPED = "trapped"  # unpatchable, overwritten with F1 F4
-    KEPT = "kept"  # unpatchable, syscall left in place
-
-
-def rel32(target: int, next_ip: int) -> bytes:
-    d = target - next_ip
-    if not -(1 << 31) <= d < (1 << 31):
-        raise RewriteError(f"displacement from {next_ip:#x} to {target:#x} is out of rel32 range")
-    return struct.pack("<i", d)
-
+from .common import JMP_LEN, JMP_REL32, Abi, Strategy, rel32
+from .emit import Patch
 
 _ENCODER = Encoder(64)  # reused: take_buffer() empties it after every instruction
 
@@ -67,7 +39,6 @@ LEA_RSP_REDZONE = b"\x48\x8d\x64\x24\x80"  # lea rsp, [rsp-0x80]
 LEA_R11 = b"\x4c\x8d\x1d"  # lea r11, [rip+d32]
 LEA_RCX = b"\x48\x8d\x0d"  # lea rcx, [rip+d32]
 JMP_SLOT = b"\xff\x25"  # jmp qword ptr [rip+d32]
-JMP_REL32 = b"\xe9"
 
 # Bytes between the start of the stub part that enters the runtime and the displaced
 # instructions of strategy (b): redzone 5+7+7+6, resume 7+6.
@@ -92,20 +63,6 @@ def entry_sequence(abi: Abi, at: int, slot: int, restart: int, cont: int | None)
             + rel32(slot, at + 25)
         )
     return LEA_RCX + b"\x06\x00\x00\x00" + JMP_SLOT + rel32(slot, at + 13)
-
-
-class Patch(NamedTuple):
-    """One patched site: the guest window it replaces and the stub that serves it."""
-
-    syscall: int
-    strategy: Strategy
-    start: int  # first guest byte replaced
-    end: int  # one past the last guest byte replaced
-    stub: bytes
-
-    def guest_bytes(self, stub_at: int) -> bytes:
-        jmp = JMP_REL32 + rel32(stub_at, self.start + JMP_LEN)
-        return jmp + bytes([NOP]) * (self.end - self.start - JMP_LEN)
 
 
 _SYSCALL = Code.SYSCALL

@@ -1,0 +1,33 @@
+"""Facts shared by both architectures' rewriters: the stub ABIs, the strategies, the jump."""
+
+from __future__ import annotations
+
+import struct
+from enum import StrEnum
+
+from .errors import RewriteError
+
+JMP_LEN = 5
+JMP_REL32 = b"\xe9"
+NOP = 0x90
+TRAP = b"\xf1\xf4"  # ICEBP; HLT: same length as syscall, recognisable as a poisoned site
+
+
+class Abi(StrEnum):
+    REDZONE = "redzone"
+    RESUME = "resume"
+
+
+class Strategy(StrEnum):
+    BEFORE = "before"  # displaced instructions precede the syscall (strategy a)
+    AFTER = "after"  # displaced instructions follow it (strategy b)
+    BEFORE_AND_AFTER = "before-and-after"  # one instruction each side (strategy c, i386 only)
+    TRAPPED = "trapped"  # unpatchable, overwritten with F1 F4
+    KEPT = "kept"  # unpatchable, syscall left in place
+
+
+def rel32(target: int, next_ip: int) -> bytes:
+    d = target - next_ip
+    if not -(1 << 31) <= d < (1 << 31):
+        raise RewriteError(f"displacement from {next_ip:#x} to {target:#x} is out of rel32 range")
+    return struct.pack("<i", d)
