@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,13 +16,16 @@ from rewriter import Abi
 
 from .bundle import BundleSummary, write_bundle
 from .console import print_json, stderr, user_errors, warn
-from .errors import UserError
+from .errors import UsageError, UserError
 from .fsutil import check_output
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
 from .plan import Plan, PlannedFile, build_plan
 from .resolve import resolve
 from .rewrite_job import FileResult, RewriteOptions
 from .selfcheck import check_self_contained
+
+if TYPE_CHECKING:
+    from .oci.build import ContainerRequest
 
 
 def register(app: typer.Typer) -> None:
@@ -32,9 +35,9 @@ def register(app: typer.Typer) -> None:
 @user_errors
 def pack(
     inputs: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(help="Programs (ELF or #! scripts) to package.", show_default=False),
-    ],
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option("-o", "--output", help="The tar to write (default: FIRST_INPUT_NAME.tar)."),
@@ -93,13 +96,178 @@ def pack(
         bool, typer.Option("-v", "--verbose", help="Say what happened to every file.")
     ] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")] = False,
+    oci_image: Annotated[
+        str | None,
+        typer.Option(
+            "--oci-image",
+            metavar="REF",
+            help="Package a whole image from a registry: REPO, REPO:TAG or REPO@DIGEST, "
+            "optionally REGISTRY/ in front (default Docker Hub).",
+            rich_help_panel="Container images",
+        ),
+    ] = None,
+    oci_archive: Annotated[
+        Path | None,
+        typer.Option(
+            "--oci-archive",
+            metavar="FILE",
+            help="Package an image from a `docker save` tar or an OCI image-layout tar.",
+            rich_help_panel="Container images",
+        ),
+    ] = None,
+    oci_layout: Annotated[
+        Path | None,
+        typer.Option(
+            "--oci-layout",
+            metavar="DIR",
+            help="Package an image from an OCI image-layout directory.",
+            rich_help_panel="Container images",
+        ),
+    ] = None,
+    rootfs: Annotated[
+        Path | None,
+        typer.Option(
+            "--rootfs",
+            metavar="DIR",
+            help="Package an unpacked root file system tree.",
+            rich_help_panel="Container images",
+        ),
+    ] = None,
+    image_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--image-config",
+            metavar="FILE",
+            help="With --rootfs: the image config JSON (Env, WorkingDir, Entrypoint, Cmd) for "
+            "litebox/config.json and config_and_run.sh.",
+            rich_help_panel="Container images",
+        ),
+    ] = None,
+    ref: Annotated[
+        str | None,
+        typer.Option(
+            "--ref",
+            metavar="NAME",
+            help="Which image of an archive or layout holding several (tag or ref name).",
+            rich_help_panel="Container images",
+        ),
+    ] = None,
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            "--platform",
+            metavar="OS/ARCH[/VARIANT]",
+            help="Image platform to pick from an index (default: this machine's, linux/amd64).",
+            rich_help_panel="Container images",
+        ),
+    ] = None,
+    username: Annotated[
+        str | None,
+        typer.Option(
+            "--username",
+            help="Registry user (default: ~/.docker/config.json, else anonymous).",
+            rich_help_panel="Container images",
+        ),
+    ] = None,
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the registry password from standard input.",
+            rich_help_panel="Container images",
+        ),
+    ] = False,
+    insecure_registry: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-registry",
+            help="Allow plain HTTP and unverified TLS (always allowed for loopback registries: "
+            "plain HTTP only).",
+            rich_help_panel="Container images",
+        ),
+    ] = False,
+    entrypoint_closure: Annotated[
+        bool,
+        typer.Option(
+            "--entrypoint-closure",
+            help="Package only the image's Entrypoint/Cmd program, /bin/sh, their libraries "
+            "(and --include files), not the whole image.",
+            rich_help_panel="Container images",
+        ),
+    ] = False,
 ) -> None:
     """Package programs, their libraries and their loader into a tar LiteBox can mount.
 
     Every ELF is rewritten (syscalls become trampoline jumps), every library appears at each
     path the loader will ask for, and the rewritten main binary is written beside the tar.
+    With --oci-image, --oci-archive, --oci-layout or --rootfs a whole container image is
+    packaged instead, with litebox/config_and_run.sh to start it.
     Nothing is written when anything fails.
     """
+    image_sources = [oci_image, oci_archive, oci_layout, rootfs]
+    if sum(s is not None for s in image_sources) + bool(inputs) > 1:
+        raise UsageError(
+            "give programs, or one of --oci-image, --oci-archive, --oci-layout, --rootfs"
+        )
+    if any(s is not None for s in image_sources):
+        # Imported here: host-mode runs should not pay for the registry client's imports.
+        from .oci.auth import from_options
+        from .oci.build import ContainerRequest
+
+        host_only = {
+            "--root": root is not None,
+            "--library-path": library_path is not None,
+            "--main-out": main_out is not None,
+        }
+        for flag, given in host_only.items():
+            if given:
+                raise UsageError(f"{flag} applies to programs, not to images")
+        if image_config is not None and rootfs is None:
+            raise UsageError("--image-config goes with --rootfs (images carry their config)")
+        if ref is not None and oci_archive is None and oci_layout is None:
+            raise UsageError("--ref chooses an image in --oci-archive or --oci-layout")
+        request = ContainerRequest(
+            image=oci_image,
+            archive=oci_archive,
+            layout=oci_layout,
+            rootfs=rootfs,
+            ref=ref,
+            image_config=image_config,
+            platform=platform,
+            credentials=from_options(
+                username, password_stdin, sys.stdin.read() if password_stdin else None
+            ),
+            insecure=insecure_registry,
+            entrypoint_closure=entrypoint_closure,
+            includes=include or [],
+            no_rewrite=no_rewrite or [],
+            verbose=verbose and not quiet,
+        )
+        _pack_image(
+            request,
+            output,
+            RewriteOptions(abi, unpatchable, not no_fork_patch),
+            jobs=jobs,
+            use_cache=not no_cache,
+            json_out=json_out,
+            verbose=verbose,
+            quiet=quiet,
+        )
+        return
+    container_only = {
+        "--image-config": image_config is not None,
+        "--ref": ref is not None,
+        "--platform": platform is not None,
+        "--username": username is not None,
+        "--password-stdin": password_stdin,
+        "--insecure-registry": insecure_registry,
+        "--entrypoint-closure": entrypoint_closure,
+    }
+    for flag, given in container_only.items():
+        if given:
+            raise UsageError(f"{flag} applies to container images (--oci-image, ...)")
+    if not inputs:
+        raise UsageError("nothing to package: give programs, or --oci-image/--oci-archive/...")
     if root is not None and not root.is_dir():
         raise UserError(f"--root {root}: not a directory")
     out = output or Path(inputs[0].name + ".tar")
@@ -137,6 +305,53 @@ def pack(
         print_json({**summary.to_json(), "runner": command, "main": plan.main_path})
     elif show:
         _print_summary(summary, plan, command)
+
+
+def _pack_image(
+    request: ContainerRequest,
+    output: Path | None,
+    options: RewriteOptions,
+    *,
+    jobs: int,
+    use_cache: bool,
+    json_out: bool,
+    verbose: bool,
+    quiet: bool,
+) -> None:
+    """Package a container image or rootfs tree (see packager/oci)."""
+    from .oci.build import RUN_ARGS, default_output, prepare
+
+    # Absolute: prepare() runs the block inside its staging directory.
+    out = Path(os.path.abspath(output or default_output(request)))
+    check_output(out)
+    if out.suffix != ".tar":
+        warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
+    show = not quiet and not json_out
+    with prepare(request) as prepared:
+        with _progress(prepared.plan, enabled=show and sys.stderr.isatty()) as on_file:
+            summary = write_bundle(
+                prepared.plan,
+                out,
+                options=options,
+                hooked=None,
+                jobs=jobs or os.cpu_count() or 1,
+                use_cache=use_cache,
+                progress=_chain(on_file, _verbose_line if verbose and show else None),
+            )
+        summary.output = str(output or out.name)
+    command = _image_runner_command(summary.output, RUN_ARGS)
+    if json_out:
+        print_json({**summary.to_json(), "runner": command, "image": prepared.info})
+    elif show:
+        _print_summary(summary, prepared.plan, command)
+        local = ["litebox-pack", "run", summary.output, "--", *RUN_ARGS]
+        stderr.print(f"or here with:\n  {' '.join(shlex.quote(p) for p in local)}", soft_wrap=True)
+
+
+def _image_runner_command(out: str, run_args: list[str]) -> str:
+    parts = ["litebox_runner_linux_userland", "--unstable", "--env", "HOME=/"]
+    parts += ["--initial-files", out, "--program-from-tar", *run_args]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 class _progress:
