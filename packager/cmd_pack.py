@@ -15,6 +15,7 @@ from rich.table import Table
 from rewriter import Abi
 
 from .bundle import BundleSummary, write_bundle
+from .bundle import Progress as ProgressFn
 from .console import print_json, stderr, user_errors, warn
 from .errors import UsageError, UserError
 from .fsutil import check_output
@@ -361,7 +362,7 @@ class _progress:
         self.plan, self.enabled = plan, enabled
         self.bar: Progress | None = None
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self) -> ProgressFn | None:
         if not self.enabled:
             return None
         self.bar = Progress(
@@ -387,7 +388,8 @@ class _progress:
             self.bar.stop()
 
 
-def _chain(*fns):  # type: ignore[no-untyped-def]
+def _chain(*fns: ProgressFn | None) -> ProgressFn | None:
+    """One progress callback calling each of ``fns`` that is not None (or None if none is)."""
     live = [f for f in fns if f is not None]
 
     def call(f: PlannedFile, r: FileResult) -> None:
