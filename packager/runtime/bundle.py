@@ -28,6 +28,9 @@ from ..errors import UserError
 MANIFEST = "litebox/manifest.json"
 TRAILER = 32
 ELF_MAGIC = b"\x7fELF"
+EM_386 = 3
+EM_X86_64 = 62
+MAX_SCRIPT_DEPTH = 4  # "#!" levels, as the runtime (and the kernel) follow them
 # How each ABI's stubs enter the runtime (spec/stub-abi.md). A redzone stub of strategy (b)
 # also holds the resume sequence, so the redzone pattern is looked for first.
 REDZONE_ENTRY = bytes.fromhex("488d642480 4c8d1d")
@@ -198,14 +201,18 @@ def scan_elves(bundle: Bundle) -> ElfScan:
 
 
 def _trailer_of(path: Path) -> TrailerCheck | None:
-    """The trailer check of an ELF file (None for other files), reading only what it needs."""
+    """The trailer check of an ELF file (None for other files), reading only what it needs.
+
+    An ELF32 carries the 20-byte form of the trailer, an ELF64 the 32-byte one."""
     try:
         with open(path, "rb") as f:
-            if f.read(4) != ELF_MAGIC:
+            ident = f.read(5)
+            if ident[:4] != ELF_MAGIC:
                 return None
+            bits = 32 if ident[4:5] == b"\x01" else 64
             # check_trailer reads the last 32 bytes and the length: a map touches one page.
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                return check_trailer(data)  # type: ignore[arg-type]
+                return check_trailer(data, bits)  # type: ignore[arg-type]
     except (OSError, ValueError):
         return None
 
@@ -221,6 +228,45 @@ def is_elf(path: Path) -> bool:
             return f.read(4) == ELF_MAGIC
     except OSError:
         return False
+
+
+def elf_arch(path: Path) -> str | None:
+    """``x86_64`` or ``i386`` for an ELF of those machines, None for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != ELF_MAGIC or head[5] != 1:  # little-endian only
+        return None
+    machine = int.from_bytes(head[18:20], "little")
+    return {(2, EM_X86_64): "x86_64", (1, EM_386): "i386"}.get((head[4], machine))
+
+
+def program_arch(bundle: Bundle, image: Path) -> str:
+    """Which runtime runs ``image``: its own ELF machine, a "#!" script's interpreter's (taken
+    from the bundle, as the runtime does), x86_64 when neither says."""
+    for _ in range(MAX_SCRIPT_DEPTH + 1):
+        arch = elf_arch(image)
+        if arch:
+            return arch
+        interp = _shebang_interpreter(image)
+        if interp is None or not interp.startswith("/"):
+            break
+        image = bundle.host_path(interp)
+    return "x86_64"
+
+
+def _shebang_interpreter(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            line = f.read(256).split(b"\n", 1)[0]
+    except OSError:
+        return None
+    if not line.startswith(b"#!"):
+        return None
+    words = line[2:].split()
+    return words[0].decode(errors="replace") if words else None
 
 
 def stub_abi(path: Path) -> str | None:

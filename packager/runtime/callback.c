@@ -6,7 +6,6 @@
 #include "rt.h"
 
 #define BLOB_SLOTS 512
-#define AUDIT_ARCH_X86_64 0xC000003EU
 #define SIG_DFL ((void *)0)
 #define SIG_IGN ((void *)1)
 #define SIGKILL 9
@@ -20,20 +19,29 @@ static struct ksigaction guest_sigsys;
 /* Trampoline blobs mapped after start-up (libraries), so a later PROT_EXEC mapping of the same
  * object does not map it twice and an unmapped reservation takes its blob with it. */
 struct blob_rec {
-    u64 at, len;           /* the blob mapping */
-    u64 res_base, res_len; /* the widened reservation it belongs to (0 if none) */
+    uptr at, len;           /* the blob mapping */
+    uptr res_base, res_len; /* the widened reservation it belongs to (0 if none) */
 };
 static struct blob_rec blobs[BLOB_SLOTS];
 static int blob_lock; /* tid of the holder, 0 when free */
 
+/* Syscalls the runtime handles itself: PATH0/PATH1 take a path as argument 0/1, the rest have
+ * their own code in do_special. */
+enum { PLAIN, PATH0, PATH1, OWN };
 static const u8 special[RT_NCOUNT] = {
-    [NR_open] = 1,        [NR_stat] = 1,         [NR_lstat] = 1,      [NR_access] = 1,
-    [NR_readlink] = 1,    [NR_execve] = 1,       [NR_openat] = 1,     [NR_newfstatat] = 1,
-    [NR_readlinkat] = 1,  [NR_faccessat] = 1,    [NR_faccessat2] = 1, [NR_statx] = 1,
-    [NR_openat2] = 1,     [NR_execveat] = 1,     [NR_mmap] = 1,       [NR_munmap] = 1,
-    [NR_clone] = 1,       [NR_clone3] = 1,       [NR_fork] = 1,       [NR_vfork] = 1,
-    [NR_exit] = 1,        [NR_exit_group] = 1,   [NR_rt_sigaction] = 1,
-    [NR_rt_sigprocmask] = 1,
+    [NR_open] = PATH0,       [NR_stat] = PATH0,         [NR_lstat] = PATH0,
+    [NR_access] = PATH0,     [NR_readlink] = PATH0,     [NR_openat] = PATH1,
+    [NR_fstatat] = PATH1,    [NR_readlinkat] = PATH1,   [NR_faccessat] = PATH1,
+    [NR_faccessat2] = PATH1, [NR_statx] = PATH1,        [NR_openat2] = PATH1,
+    [NR_execve] = OWN,       [NR_execveat] = OWN,       [NR_mmap] = OWN,
+    [NR_munmap] = OWN,       [NR_clone] = OWN,          [NR_clone3] = OWN,
+    [NR_fork] = OWN,         [NR_vfork] = OWN,          [NR_exit] = OWN,
+    [NR_exit_group] = OWN,   [NR_rt_sigaction] = OWN,   [NR_rt_sigprocmask] = OWN,
+#ifdef __i386__ /* the i386 ABI's older forms */
+    [NR_stat64] = PATH0,     [NR_lstat64] = PATH0,      [NR_oldstat] = PATH0,
+    [NR_oldlstat] = PATH0,   [NR_mmap2] = OWN,          [NR_signal] = OWN,
+    [NR_sigaction] = OWN,    [NR_sigprocmask] = OWN,
+#endif
 };
 
 /* --- paths ---------------------------------------------------------------------------------------- */
@@ -41,7 +49,7 @@ static const u8 special[RT_NCOUNT] = {
 const char *rt_bundle_path(const char *path, char *buf) {
     if (!path || path[0] != '/' || !rt_cfg.bundle_len)
         return NULL;
-    u64 n = 0;
+    uptr n = 0;
     while (path[n] && n < RT_PATH_MAX)
         n++;
     if (n + rt_cfg.bundle_len >= RT_PATH_MAX)
@@ -49,7 +57,7 @@ const char *rt_bundle_path(const char *path, char *buf) {
     memcpy(buf, rt_cfg.bundle, rt_cfg.bundle_len);
     memcpy(buf + rt_cfg.bundle_len, path, n + 1);
     struct kstat st;
-    if (sys4(NR_newfstatat, AT_FDCWD, buf, &st, 0) < 0)
+    if (rt_fstatat(AT_FDCWD, buf, &st, 0) < 0)
         return NULL;
     /* Directories stay the host's: the bundle only adds files (ls / must list the host's /). */
     if ((st.st_mode & S_IFMT) == S_IFDIR)
@@ -64,26 +72,27 @@ static int is_self_exe(const char *p) {
     p += 6;
     if (rt_streq(p, "self/exe") || rt_streq(p, "thread-self/exe"))
         return 1;
-    u64 v = 0;
+    uptr v = 0;
     const char *d = p;
     while (*d >= '0' && *d <= '9')
-        v = v * 10 + (u64)(*d++ - '0');
-    return d != p && rt_streq(d, "/exe") && (i64)v == sys0(NR_getpid);
+        v = v * 10 + (uptr)(*d++ - '0');
+    return d != p && rt_streq(d, "/exe") && (iptr)v == sys0(NR_getpid);
 }
 
-static i64 readlink_exe(char *buf, i64 size) {
-    i64 n = (i64)rt_strlen(rt_cfg.exe);
+static iptr readlink_exe(char *buf, iptr size) {
+    iptr n = (iptr)rt_strlen(rt_cfg.exe);
     if (size <= 0)
         return -EINVAL;
     if (n > size)
         n = size;
-    memcpy(buf, rt_cfg.exe, (u64)n);
+    memcpy(buf, rt_cfg.exe, (uptr)n);
     return n;
 }
 
 /* A syscall whose argument number `idx` is a path: bundle first, host otherwise. */
-static i64 path_call(struct regs *r, u64 nr, int idx) {
-    i64 a[6] = {(i64)r->rdi, (i64)r->rsi, (i64)r->rdx, (i64)r->r10, (i64)r->r8, (i64)r->r9};
+static iptr path_call(struct regs *r, uptr nr, int idx) {
+    iptr a[6] = {(iptr)REG_A0(r), (iptr)REG_A1(r), (iptr)REG_A2(r),
+                 (iptr)REG_A3(r), (iptr)REG_A4(r), (iptr)REG_A5(r)};
     const char *path = (const char *)a[idx];
     if (is_self_exe(path)) {
         if (nr == NR_readlink)
@@ -95,8 +104,8 @@ static i64 path_call(struct regs *r, u64 nr, int idx) {
     }
     char buf[RT_PATH_MAX];
     const char *b = rt_bundle_path(path, buf);
-    a[idx] = (i64)(b ? b : path);
-    return sys6((i64)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    a[idx] = (iptr)(b ? b : path);
+    return sys6((iptr)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 /* --- execve: back through the runtime ---------------------------------------------------------- */
@@ -104,46 +113,46 @@ static i64 path_call(struct regs *r, u64 nr, int idx) {
 /* The path of what fd refers to (plus rel), as the guest would name it: a bundle file at its
  * in-bundle path. A descriptor without a usable name (memfd, deleted file) stays
  * /proc/self/fd/N, which works unless it is close-on-exec. */
-static const char *fd_path(int fd, const char *rel, char *buf, u64 cap) {
+static const char *fd_path(int fd, const char *rel, char *buf, uptr cap) {
     char link[32];
     rt_fmt(link, sizeof link, "/proc/self/fd/%d", fd);
-    i64 n = sys3(NR_readlink, link, buf, cap - 1);
+    iptr n = sys3(NR_readlink, link, buf, cap - 1);
     const char *deleted = " (deleted)";
-    u64 dl = rt_strlen(deleted);
-    if (n <= 0 || buf[0] != '/' || ((u64)n >= dl && memcmp(buf + n - dl, deleted, dl) == 0)) {
+    uptr dl = rt_strlen(deleted);
+    if (n <= 0 || buf[0] != '/' || ((uptr)n >= dl && memcmp(buf + n - dl, deleted, dl) == 0)) {
         n = rt_fmt(buf, cap, "%s", link);
     } else {
         buf[n] = 0;
         if (rt_startswith(buf, rt_cfg.bundle) && buf[rt_cfg.bundle_len] == '/') {
-            memmove(buf, buf + rt_cfg.bundle_len, (u64)n - rt_cfg.bundle_len + 1);
-            n -= (i64)rt_cfg.bundle_len;
+            memmove(buf, buf + rt_cfg.bundle_len, (uptr)n - rt_cfg.bundle_len + 1);
+            n -= (iptr)rt_cfg.bundle_len;
         }
     }
     if (rel && rel[0]) {
-        if ((u64)n + 1 + rt_strlen(rel) >= cap)
+        if ((uptr)n + 1 + rt_strlen(rel) >= cap)
             return NULL;
-        rt_fmt(buf + n, cap - (u64)n, "/%s", rel);
+        rt_fmt(buf + n, cap - (uptr)n, "/%s", rel);
     }
     return buf;
 }
 
-static i64 do_execve(struct regs *r, u64 nr, struct kucontext *uc) {
+static iptr do_execve(struct regs *r, uptr nr, struct kucontext *uc) {
     const char *path;
     char **argv, **envp;
     char pbuf[64 + RT_PATH_MAX];
     if (nr == NR_execve) {
-        path = (const char *)r->rdi;
-        argv = (char **)r->rsi;
-        envp = (char **)r->rdx;
+        path = (const char *)REG_A0(r);
+        argv = (char **)REG_A1(r);
+        envp = (char **)REG_A2(r);
     } else {
-        int dirfd = (int)r->rdi;
-        path = (const char *)r->rsi;
-        argv = (char **)r->rdx;
-        envp = (char **)r->r10;
+        int dirfd = (int)REG_A0(r);
+        path = (const char *)REG_A1(r);
+        argv = (char **)REG_A2(r);
+        envp = (char **)REG_A3(r);
         if (!path)
             return -EFAULT;
         /* fexecve and relative execveat: the new runtime opens files by path, so name it. */
-        if ((r->r8 & AT_EMPTY_PATH) && !path[0])
+        if ((REG_A4(r) & AT_EMPTY_PATH) && !path[0])
             path = fd_path(dirfd, NULL, pbuf, sizeof pbuf);
         else if (path[0] != '/' && dirfd != AT_FDCWD)
             path = fd_path(dirfd, path, pbuf, sizeof pbuf);
@@ -160,22 +169,31 @@ static i64 do_execve(struct regs *r, u64 nr, struct kucontext *uc) {
     const char *host = rt_bundle_path(path, hbuf);
     if (!host)
         host = path;
-    i64 fd = sys3(NR_open, host, O_RDONLY | O_CLOEXEC, 0);
+    iptr fd = sys3(NR_open, host, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return fd == -EISDIR ? -EACCES : fd;
     struct kstat st;
-    u8 head[4] = {0};
-    i64 err = sys2(NR_fstat, fd, &st);
+    u8 head[20] = {0};
+    iptr err = rt_fstat((int)fd, &st);
     if (err == 0 && (st.st_mode & S_IFMT) != S_IFREG)
         err = -EACCES;
     if (err == 0)
         err = sys3(NR_faccessat, AT_FDCWD, host, X_OK);
-    if (err == 0 && (sys4(NR_pread64, fd, head, 4, 0) < 2 ||
+    if (err == 0 && (rt_pread((int)fd, head, sizeof head, 0) < 2 ||
                      (memcmp(head, "\177ELF", 4) != 0 && memcmp(head, "#!", 2) != 0)))
         err = -ENOEXEC;
     sys1(NR_close, fd);
     if (err)
         return err;
+    if (memcmp(head, "\177ELF", 4) == 0 && (head[4] != ELF_CLASS || head[18] != ELF_MACHINE)) {
+        /* Another machine: the kernel says ENOEXEC too. The other x86 ABI the kernel would run,
+         * but this runtime cannot load it (and the seccomp filter in force trusts only this
+         * runtime's text), so say why instead of failing after the point of no return. */
+        if ((head[4] == 1 && head[18] == 3) || (head[4] == 2 && head[18] == 62))
+            rt_say("%s: a program of the other x86 ABI; the %s runtime cannot exec it", path,
+                   ARCH_NAME);
+        return -ENOEXEC;
+    }
 
     const char *opts[16];
     int k = 0;
@@ -196,13 +214,13 @@ static i64 do_execve(struct regs *r, u64 nr, struct kucontext *uc) {
         opts[k++] = "--seccomp-inherited";
     opts[k++] = "--";
     opts[k++] = path;
-    u64 argc = 0;
+    uptr argc = 0;
     while (argv && argv[argc])
         argc++;
-    u64 total = (u64)k + argc + 1;
+    uptr total = (uptr)k + argc + 1;
     const char *small[256];
     const char **nv = small;
-    u64 bytes = PAGE_UP(total * sizeof(char *));
+    uptr bytes = PAGE_UP(total * sizeof(char *));
     if (total > sizeof small / sizeof small[0]) {
         nv = rt_map_anon(bytes);
         if (!nv)
@@ -210,7 +228,7 @@ static i64 do_execve(struct regs *r, u64 nr, struct kucontext *uc) {
     }
     for (int i = 0; i < k; i++)
         nv[i] = opts[i];
-    for (u64 i = 0; i < argc; i++)
+    for (uptr i = 0; i < argc; i++)
         nv[k + i] = argv[i];
     nv[total - 1] = NULL;
     rt_dump_records("execve");
@@ -219,7 +237,7 @@ static i64 do_execve(struct regs *r, u64 nr, struct kucontext *uc) {
         u64 m = uc->uc_sigmask & ~SIGBIT(SIGSYS);
         sys4(NR_rt_sigprocmask, SIG_SETMASK, &m, &saved, 8);
     }
-    i64 res = sys3(NR_execve, rt_cfg.self, nv, envp);
+    iptr res = sys3(NR_execve, rt_cfg.self, nv, envp);
     if (uc)
         sys4(NR_rt_sigprocmask, SIG_SETMASK, &saved, NULL, 8);
     if (nv != small)
@@ -229,30 +247,24 @@ static i64 do_execve(struct regs *r, u64 nr, struct kucontext *uc) {
 
 /* --- clone family ------------------------------------------------------------------------------ */
 
-/* Places the child's start record just below its new stack pointer and clones onto it. */
-static i64 clone_on_stack(struct regs *r, u64 nr, u64 flags, u64 top, i64 a0, i64 a1, i64 a2,
-                          i64 a3, i64 a4, u64 *child_sp, struct kucontext *uc) {
-    struct child_start *cs = (struct child_start *)((top - sizeof *cs) & ~15UL);
-    cs->reset = !(flags & CLONE_VM);
-    cs->r = *r;
-    cs->rsp = top;
-    *child_sp = (u64)cs;
+/* Clones onto a child start record already placed below the child's new stack pointer. */
+static iptr clone_on_stack(struct child_start *cs, uptr nr, iptr a0, iptr a1, iptr a2, iptr a3,
+                           iptr a4, struct kucontext *uc) {
     u64 saved = 0;
     if (uc) { /* the child never returns through the handler: give it the guest's mask now */
         u64 m = uc->uc_sigmask & ~SIGBIT(SIGSYS);
         sys4(NR_rt_sigprocmask, SIG_SETMASK, &m, &saved, 8);
     }
     if (nr == NR_clone)
-        a1 = (i64)cs;
-    i64 res = rt_clone_raw((i64)nr, a0, a1, a2, a3, a4);
+        a1 = (iptr)cs;
+    iptr res = rt_clone_raw((iptr)nr, a0, a1, a2, a3, a4);
     if (uc)
         sys4(NR_rt_sigprocmask, SIG_SETMASK, &saved, NULL, 8);
     return res;
 }
 
-static i64 do_clone(struct regs *r, u64 nr, struct kucontext *uc) {
-    i64 res;
-    u64 sp;
+static iptr do_clone(struct regs *r, uptr nr, struct kucontext *uc) {
+    iptr res;
     if (nr == NR_fork || nr == NR_vfork) {
         /* vfork as fork: a vfork child would return through the callback on the parent's stack
          * and overwrite the frame the parent still needs. */
@@ -262,28 +274,31 @@ static i64 do_clone(struct regs *r, u64 nr, struct kucontext *uc) {
         return res;
     }
     if (nr == NR_clone) {
-        u64 flags = r->rdi, newsp = r->rsi;
+        /* The arguments after the stack pass through in place: x86-64 has (flags, newsp,
+         * parent_tid, child_tid, tls), i386 (flags, newsp, parent_tid, tls, child_tid). */
+        uptr flags = REG_A0(r), newsp = REG_A1(r);
         if (newsp)
-            return clone_on_stack(r, nr, flags, newsp, (i64)flags, 0, (i64)r->rdx, (i64)r->r10,
-                                  (i64)r->r8, &sp, uc);
+            return clone_on_stack(child_record(r, newsp, !(flags & CLONE_VM)), nr, (iptr)flags, 0,
+                                  (iptr)REG_A2(r), (iptr)REG_A3(r), (iptr)REG_A4(r), uc);
         if (flags & CLONE_VFORK)
-            flags &= ~(u64)(CLONE_VM | CLONE_VFORK);
-        res = sys5(NR_clone, flags, 0, r->rdx, r->r10, r->r8);
+            flags &= ~(uptr)(CLONE_VM | CLONE_VFORK);
+        res = sys5(NR_clone, flags, 0, REG_A2(r), REG_A3(r), REG_A4(r));
         if (res == 0 && !(flags & CLONE_VM))
             rt_child_after_fork();
         return res;
     }
-    /* clone3(struct clone_args *, size): stack and stack_size are fields 5 and 6. */
-    u64 size = r->rsi;
+    /* clone3(struct clone_args *, size): stack and stack_size are fields 5 and 6 (u64 on both
+     * ABIs); the child starts at stack + stack_size. */
+    uptr size = REG_A1(r);
     u64 args[16];
     if (size < 64 || size > sizeof args)
-        return sys2(NR_clone3, r->rdi, size);
-    memcpy(args, (void *)r->rdi, size);
+        return sys2(NR_clone3, REG_A0(r), size);
+    memcpy(args, (void *)REG_A0(r), size);
     if (args[5]) {
-        u64 top = args[5] + args[6];
-        struct child_start *cs = (struct child_start *)((top - sizeof *cs) & ~15UL);
-        args[6] = (u64)cs - args[5];
-        return clone_on_stack(r, nr, args[0], top, (i64)args, (i64)size, 0, 0, 0, &sp, uc);
+        struct child_start *cs =
+            child_record(r, (uptr)(args[5] + args[6]), !(args[0] & CLONE_VM));
+        args[6] = (uptr)cs - args[5];
+        return clone_on_stack(cs, nr, (iptr)args, (iptr)size, 0, 0, 0, uc);
     }
     if (args[0] & CLONE_VFORK)
         args[0] &= ~(u64)(CLONE_VM | CLONE_VFORK);
@@ -314,66 +329,93 @@ static void unlock_blobs(int taken) {
         __atomic_store_n(&blob_lock, 0, __ATOMIC_RELEASE);
 }
 
-static struct blob_rec *blob_find(u64 at) {
+static struct blob_rec *blob_find(uptr at) {
     for (int i = 0; i < BLOB_SLOTS; i++)
         if (blobs[i].at == at)
             return &blobs[i];
     return NULL;
 }
 
-static void blob_add(u64 at, u64 len, u64 res_base, u64 res_len) {
+static void blob_add(uptr at, uptr len, uptr res_base, uptr res_len) {
     struct blob_rec *b = blob_find(0);
     if (b)
         *b = (struct blob_rec){at, len, res_base, res_len};
 }
 
-static i64 do_mmap(struct regs *r) {
-    u64 addr = r->rdi, len = r->rsi, prot = r->rdx, flags = r->r10, off = r->r9;
-    int fd = (int)r->r8;
-    i64 raw = 0;
+/* mmap's six arguments, whatever form the guest used: x86-64 mmap and i386 mmap2 pass them in
+ * registers (mmap2's offset in pages), i386's old mmap as a pointer to all six. */
+static iptr mmap_args(struct regs *r, uptr nr, uptr a[5], u64 *off) {
+    for (int i = 0; i < 5; i++)
+        a[i] = (uptr[]){REG_A0(r), REG_A1(r), REG_A2(r), REG_A3(r), REG_A4(r)}[i];
+    *off = REG_A5(r);
+#ifdef __i386__
+    if (nr == NR_mmap2) {
+        *off <<= 12;
+    } else { /* old_mmap */
+        u32 m[6];
+        if (rt_peek(m, REG_A0(r), sizeof m) != 0)
+            return -EFAULT;
+        for (int i = 0; i < 5; i++)
+            a[i] = m[i];
+        *off = m[5];
+    }
+#else
+    (void)nr;
+#endif
+    return 0;
+}
+
+static iptr do_mmap(struct regs *r, uptr nr) {
+    uptr a[5];
+    u64 off;
+    iptr raw = mmap_args(r, nr, a, &off);
+    if (raw < 0)
+        return raw;
+    uptr addr = a[0], len = a[1];
+    int prot = (int)a[2], flags = (int)a[3], fd = (int)a[4];
     if ((flags & MAP_ANONYMOUS) || fd < 0)
-        return sys6(NR_mmap, (i64)addr, (i64)len, (i64)prot, (i64)flags, fd, (i64)off);
+        return rt_mmap(addr, len, prot, flags, fd, off);
     struct elf_facts f;
     if (!(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && off == 0) {
         /* ld.so reserves an object's whole span with its first mapping and maps the segments
          * into it. Widen that reservation so the blob lies inside it, then map the blob. */
-        if (rt_elf_facts(fd, &f, ~0UL, NULL) == 0 && f.type == ET_DYN && f.blob_size &&
+        if (rt_elf_facts(fd, &f, NO_OFFSET, NULL) == 0 && f.type == ET_DYN && f.blob_size &&
             PAGE_UP(len) == f.hi - f.lo && f.blob_vaddr >= f.hi) {
-            u64 want = PAGE_UP(f.blob_vaddr + f.blob_size) - f.lo;
-            u64 base = (u64)sys6(NR_mmap, (i64)addr, (i64)want, (i64)prot, (i64)flags, fd, 0);
+            uptr want = PAGE_UP(f.blob_vaddr + f.blob_size) - f.lo;
+            uptr base = (uptr)rt_mmap(addr, want, prot, flags, fd, 0);
             if (is_err(base))
-                return (i64)base;
-            u64 bias = base - f.lo, span_end = base + PAGE_UP(len);
+                return (iptr)base;
+            uptr bias = base - f.lo, span_end = base + PAGE_UP(len);
             if (bias + f.blob_vaddr > span_end) /* no file pages beyond the span */
-                sys6(NR_mmap, (i64)span_end, (i64)(bias + f.blob_vaddr - span_end), PROT_NONE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-            i64 b = rt_map_blob(fd, &f, bias, MAP_FIXED);
-            if (b < 0) {
+                rt_mmap(span_end, bias + f.blob_vaddr - span_end, PROT_NONE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+            iptr b = rt_map_blob(fd, &f, bias, MAP_FIXED);
+            if (is_err((uptr)b)) {
                 sys2(NR_munmap, base, want);
                 return b;
             }
             int taken = lock_blobs();
-            blob_add((u64)b, PAGE_UP(f.blob_size), base, PAGE_UP(len));
+            blob_add((uptr)b, PAGE_UP(f.blob_size), base, PAGE_UP(len));
             unlock_blobs(taken);
-            return (i64)base;
+            return (iptr)base;
         }
-        return sys6(NR_mmap, (i64)addr, (i64)len, (i64)prot, (i64)flags, fd, (i64)off);
+        return rt_mmap(addr, len, prot, flags, fd, off);
     }
-    raw = sys6(NR_mmap, (i64)addr, (i64)len, (i64)prot, (i64)flags, fd, (i64)off);
-    if (is_err((u64)raw) || !(prot & PROT_EXEC))
+    raw = rt_mmap(addr, len, prot, flags, fd, off);
+    if (is_err((uptr)raw) || !(prot & PROT_EXEC))
         return raw;
     /* An executable mapping whose object's blob is not there yet (no reservation seen, e.g.
      * ET_EXEC objects or a loader other than ld.so): map it beside the object, never over
      * anything else. */
-    u64 seg;
-    if (rt_elf_facts(fd, &f, off, &seg) != 0 || !f.blob_size || seg == ~0UL)
+    uptr seg;
+    if (rt_elf_facts(fd, &f, off, &seg) != 0 || !f.blob_size || seg == NO_SEGMENT)
         return raw;
-    u64 bias = (u64)raw - seg;
-    u64 at = bias + f.blob_vaddr;
+    uptr bias = (uptr)raw - seg;
+    uptr at = bias + f.blob_vaddr;
     int taken = lock_blobs();
     if (!blob_find(at)) {
-        i64 b = rt_map_blob(fd, &f, bias, MAP_FIXED_NOREPLACE);
-        if (b >= 0)
+        iptr b = rt_map_blob(fd, &f, bias, MAP_FIXED_NOREPLACE);
+        if (!is_err((uptr)b))
             blob_add(at, PAGE_UP(f.blob_size), 0, 0);
         else
             rt_say("warning: cannot map the trampoline of an object at 0x%lx (errno %ld)", at, -b);
@@ -382,8 +424,8 @@ static i64 do_mmap(struct regs *r) {
     return raw;
 }
 
-static i64 do_munmap(struct regs *r) {
-    u64 addr = r->rdi, len = PAGE_UP(r->rsi);
+static iptr do_munmap(struct regs *r) {
+    uptr addr = REG_A0(r), len = PAGE_UP(REG_A1(r));
     /* Most unmappings are the guest's own memory: look without the lock first. */
     int related = 0;
     for (int i = 0; i < BLOB_SLOTS && !related; i++) {
@@ -392,7 +434,7 @@ static i64 do_munmap(struct regs *r) {
                             (b->at >= addr && b->at < addr + len));
     }
     if (!related)
-        return sys2(NR_munmap, r->rdi, r->rsi);
+        return sys2(NR_munmap, REG_A0(r), REG_A1(r));
     int taken = lock_blobs();
     struct blob_rec *with_blob = NULL;
     for (int i = 0; i < BLOB_SLOTS && !with_blob; i++)
@@ -401,7 +443,7 @@ static i64 do_munmap(struct regs *r) {
     /* dlclose: name the sites of the object while it is still mapped. */
     if (with_blob)
         rt_dump_records("unmap");
-    i64 res = sys2(NR_munmap, r->rdi, r->rsi);
+    iptr res = sys2(NR_munmap, REG_A0(r), REG_A1(r));
     for (int i = 0; i < BLOB_SLOTS && res == 0; i++) {
         struct blob_rec *b = &blobs[i];
         if (b->at && b->res_base == addr && b->res_len == len) {
@@ -417,11 +459,44 @@ static i64 do_munmap(struct regs *r) {
 
 /* --- signals ------------------------------------------------------------------------------------- */
 
-static i64 do_sigaction(struct regs *r) {
-    int sig = (int)r->rdi;
-    struct ksigaction *act = (struct ksigaction *)r->rsi, *oact = (struct ksigaction *)r->rdx;
-    if (r->r10 != 8)
-        return sys4(NR_rt_sigaction, r->rdi, r->rsi, r->rdx, r->r10);
+#ifdef __i386__
+/* Signals whose handler got the runtime's restorer (bit sig-1). glibc on i386 gives the kernel
+ * its own restorer only when there is no vDSO; with the runtime's sysinfo image (runtime.c) it
+ * gives none, and the kernel would return through its own vDSO's sigreturn: a syscall outside
+ * the runtime's text, reported as an escape. So, as the kernel does, the runtime supplies one:
+ * rt_restore or rt_restore_rt (entry32.S, byte-for-byte the vDSO's, which unwinders recognise).
+ * Reading the action back shows what the guest set: no restorer. */
+static u32 restorer_added[2];
+
+static iptr sigaction_i386(int sig, const struct ksigaction *act, struct ksigaction *oact) {
+    struct ksigaction k;
+    int added = 0;
+    if (act) {
+        k = *act;
+        k.mask &= ~SIGBIT(SIGSYS); /* SIGSYS blocked at an escape would kill the program */
+        if (!(k.flags & SA_RESTORER)) {
+            k.flags |= SA_RESTORER;
+            k.restorer = (k.flags & SA_SIGINFO) ? (void *)rt_restore_rt : (void *)rt_restore;
+            added = 1;
+        }
+    }
+    iptr res = sys4(NR_rt_sigaction, sig, act ? &k : NULL, oact, 8);
+    if (res != 0 || sig < 1 || sig > 64)
+        return res;
+    u32 *word = &restorer_added[(sig - 1) >> 5], bit = 1U << ((sig - 1) & 31);
+    if (oact && (__atomic_load_n(word, __ATOMIC_RELAXED) & bit)) {
+        oact->flags &= ~(unsigned long)SA_RESTORER;
+        oact->restorer = NULL;
+    }
+    if (act && added)
+        __atomic_fetch_or(word, bit, __ATOMIC_RELAXED);
+    else if (act)
+        __atomic_fetch_and(word, ~bit, __ATOMIC_RELAXED);
+    return res;
+}
+#endif
+
+static iptr sigaction_k(int sig, const struct ksigaction *act, struct ksigaction *oact) {
     if (sig == SIGSYS) { /* keep the escape detector's handler; remember the guest's */
         struct ksigaction old = guest_sigsys;
         if (act)
@@ -430,28 +505,47 @@ static i64 do_sigaction(struct regs *r) {
             *oact = old;
         return 0;
     }
+#ifdef __i386__
+    return sigaction_i386(sig, act, oact);
+#else
     if (!act)
         return sys4(NR_rt_sigaction, sig, NULL, oact, 8);
     struct ksigaction k = *act;
     k.mask &= ~SIGBIT(SIGSYS); /* SIGSYS blocked at an escape would kill the program */
     return sys4(NR_rt_sigaction, sig, &k, oact, 8);
+#endif
 }
 
-static i64 do_sigprocmask(struct regs *r, struct kucontext *uc) {
-    int how = (int)r->rdi;
-    u64 *set = (u64 *)r->rsi, *oset = (u64 *)r->rdx;
-    if (r->r10 != 8)
-        return sys4(NR_rt_sigprocmask, r->rdi, r->rsi, r->rdx, r->r10);
+static iptr do_sigaction(struct regs *r) {
+    if (REG_A3(r) != 8)
+        return sys4(NR_rt_sigaction, REG_A0(r), REG_A1(r), REG_A2(r), REG_A3(r));
+    return sigaction_k((int)REG_A0(r), (const struct ksigaction *)REG_A1(r),
+                       (struct ksigaction *)REG_A2(r));
+}
+
+/* The new mask for sigprocmask-like `how` and `set`, or -EINVAL. */
+static iptr apply_how(int how, u64 old, u64 set, u64 *out) {
+    if (how == SIG_BLOCK)
+        *out = old | set;
+    else if (how == SIG_UNBLOCK)
+        *out = old & ~set;
+    else if (how == SIG_SETMASK)
+        *out = set;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static iptr do_sigprocmask(struct regs *r, struct kucontext *uc) {
+    int how = (int)REG_A0(r);
+    u64 *set = (u64 *)REG_A1(r), *oset = (u64 *)REG_A2(r);
+    if (REG_A3(r) != 8)
+        return sys4(NR_rt_sigprocmask, REG_A0(r), REG_A1(r), REG_A2(r), REG_A3(r));
     if (uc) {
         /* Inside the SIGSYS handler the mask that matters is the one sigreturn restores. */
         u64 old = uc->uc_sigmask, m;
         if (set) {
-            m = *set;
-            if (how == SIG_BLOCK)
-                m |= old;
-            else if (how == SIG_UNBLOCK)
-                m = old & ~m;
-            else if (how != SIG_SETMASK)
+            if (apply_how(how, old, *set, &m) < 0)
                 return -EINVAL;
             uc->uc_sigmask = m & ~(SIGBIT(SIGKILL) | SIGBIT(SIGSTOP) | SIGBIT(SIGSYS));
         }
@@ -466,29 +560,87 @@ static i64 do_sigprocmask(struct regs *r, struct kucontext *uc) {
     return sys4(NR_rt_sigprocmask, how, set, oset, 8);
 }
 
+#ifdef __i386__
+/* i386's pre-rt signal calls, still in the ABI: the same guarantees for SIGSYS. */
+struct old_sigaction {
+    void *handler;
+    u32 mask; /* signals 1..32 */
+    u32 flags;
+    void *restorer;
+};
+
+static iptr do_old_sigaction(struct regs *r) {
+    /* As the kernel does it: the 32-bit mask covers signals 1..32, the rest read back as 0. */
+    const struct old_sigaction *act = (const struct old_sigaction *)REG_A1(r);
+    struct old_sigaction *oact = (struct old_sigaction *)REG_A2(r);
+    struct ksigaction k, old;
+    if (act)
+        k = (struct ksigaction){act->handler, act->flags, act->restorer, act->mask};
+    iptr res = sigaction_k((int)REG_A0(r), act ? &k : NULL, oact ? &old : NULL);
+    if (res == 0 && oact)
+        *oact = (struct old_sigaction){old.handler, (u32)old.mask, (u32)old.flags, old.restorer};
+    return res;
+}
+
+static iptr do_signal(struct regs *r) {
+    /* The kernel's sys_signal: one-shot, not masked while it runs; returns the old handler. */
+    struct ksigaction k = {(void *)REG_A1(r), 0x80000000U /* SA_RESETHAND */ | SA_NODEFER, NULL,
+                           0},
+                      old;
+    iptr res = sigaction_k((int)REG_A0(r), &k, &old);
+    return res ? res : (iptr)old.handler;
+}
+
+static iptr do_old_sigprocmask(struct regs *r, struct kucontext *uc) {
+    int how = (int)REG_A0(r);
+    u32 *set = (u32 *)REG_A1(r), *oset = (u32 *)REG_A2(r);
+    if (uc) { /* as above: the mask sigreturn restores; the old call reaches signals 1..32 */
+        u64 old = uc->uc_sigmask, m;
+        if (set) {
+            if (apply_how(how, old, *set | (how == SIG_SETMASK ? old & ~0xffffffffULL : 0),
+                          &m) < 0)
+                return -EINVAL;
+            uc->uc_sigmask = m & ~(SIGBIT(SIGKILL) | SIGBIT(SIGSTOP) | SIGBIT(SIGSYS));
+        }
+        if (oset)
+            *oset = (u32)old;
+        return 0;
+    }
+    if (set && how != SIG_UNBLOCK) {
+        u32 m = *set & ~(u32)SIGBIT(SIGSYS);
+        return sys3(NR_sigprocmask, how, &m, oset);
+    }
+    return sys3(NR_sigprocmask, how, set, oset);
+}
+
+/* Reads guest memory that may not be mapped: the kernel checks it (-EFAULT) instead of us
+ * faulting on a guest thread. */
+int rt_peek(void *dst, uptr src, size_t n) {
+    struct {
+        void *base;
+        size_t len;
+    } local = {dst, n}, remote = {(void *)src, n};
+    iptr got = sys6(NR_process_vm_readv, sys0(NR_getpid), (iptr)&local, 1, (iptr)&remote, 1, 0);
+    return got == (iptr)n ? 0 : -EFAULT;
+}
+#endif
+
 /* --- the dispatcher -------------------------------------------------------------------------------- */
 
-static i64 do_special(struct regs *r, u64 nr, struct kucontext *uc) {
-    switch (nr) {
-    case NR_open:
-    case NR_stat:
-    case NR_lstat:
-    case NR_access:
-    case NR_readlink:
+static iptr do_special(struct regs *r, uptr nr, struct kucontext *uc) {
+    if (special[nr] == PATH0)
         return path_call(r, nr, 0);
-    case NR_openat:
-    case NR_newfstatat:
-    case NR_readlinkat:
-    case NR_faccessat:
-    case NR_faccessat2:
-    case NR_statx:
-    case NR_openat2:
+    if (special[nr] == PATH1)
         return path_call(r, nr, 1);
+    switch (nr) {
     case NR_execve:
     case NR_execveat:
         return do_execve(r, nr, uc);
     case NR_mmap:
-        return do_mmap(r);
+#ifdef __i386__
+    case NR_mmap2:
+#endif
+        return do_mmap(r, nr);
     case NR_munmap:
         return do_munmap(r);
     case NR_clone:
@@ -500,30 +652,38 @@ static i64 do_special(struct regs *r, u64 nr, struct kucontext *uc) {
     case NR_exit_group:
         rt_dump_records(nr == NR_exit ? "exit" : "exit_group");
         for (;;)
-            sys1(nr, r->rdi);
+            sys1(nr, REG_A0(r));
     case NR_rt_sigaction:
         return do_sigaction(r);
     case NR_rt_sigprocmask:
         return do_sigprocmask(r, uc);
+#ifdef __i386__
+    case NR_sigaction:
+        return do_old_sigaction(r);
+    case NR_signal:
+        return do_signal(r);
+    case NR_sigprocmask:
+        return do_old_sigprocmask(r, uc);
+#endif
     }
-    return -38; /* ENOSYS: not reached */
+    return -ENOSYS; /* not reached */
 }
 
 __attribute__((used)) void rt_dispatch(struct regs *r) {
-    u64 nr = r->rax;
-    u64 site = rt_cfg.abi_resume ? r->rip - 6 : r->r11;
+    uptr nr = REG_NR(r);
+    uptr site = REG_SITE(r);
     rt_count(nr, site);
-    i64 res;
+    iptr res;
     if (__builtin_expect(nr < RT_NCOUNT && special[nr], 0)) {
         if (rt_cfg.trace && (nr == NR_exit || nr == NR_exit_group || nr == NR_execve ||
                              nr == NR_execveat))
             rt_trace(nr, 0, site, 0);
         res = do_special(r, nr, NULL);
     } else {
-        res = sys6((i64)nr, (i64)r->rdi, (i64)r->rsi, (i64)r->rdx, (i64)r->r10, (i64)r->r8,
-                   (i64)r->r9);
+        res = sys6((iptr)nr, (iptr)REG_A0(r), (iptr)REG_A1(r), (iptr)REG_A2(r), (iptr)REG_A3(r),
+                   (iptr)REG_A4(r), (iptr)REG_A5(r));
     }
-    r->rax = (u64)res;
+    REG_NR(r) = (uptr)res;
     if (__builtin_expect(rt_cfg.trace, 0))
         rt_trace(nr, res, site, 1);
 }
@@ -555,24 +715,54 @@ __attribute__((used)) void rt_sigsys(int sig, struct ksiginfo *si, struct kucont
         forward_sigsys(sig, si, uc);
         return;
     }
-    struct sigcontext64 *mc = &uc->mc;
-    u64 nr = (u64)(u32)si->syscall;
-    u64 addr = si->call_addr - 2; /* the syscall instruction itself */
+    uptr nr = (uptr)(u32)si->syscall;
+    uptr addr = (uptr)si->call_addr - 2; /* the syscall instruction itself (all are 2 bytes) */
     rt_escape_hit(addr, nr);
     if (rt_cfg.strict)
         rt_strict_stop(nr, addr);
-    if (si->arch != AUDIT_ARCH_X86_64) { /* int 0x80 from a 64-bit process: not emulated */
-        mc->rax = (u64)-38;
+    if (si->arch != AUDIT_ARCH_SELF) { /* the other ABI's syscalls (int 0x80 from 64-bit code,
+                                          a far jump to 64-bit code from 32-bit): not emulated */
+        UC_RESULT(uc) = (uptr)-ENOSYS;
         return;
     }
-    if (nr == NR_rt_sigreturn)
-        rt_sigreturn_at(mc->rsp);
-    struct regs r = {mc->r15, mc->r14, mc->r13, mc->r12, mc->r11, mc->r10, mc->r9, mc->r8,
-                     mc->rbp, mc->rdi, mc->rsi, mc->rdx, mc->rbx, nr,      mc->rip, mc->eflags};
-    i64 res;
+    if (IS_SIGRETURN(nr))
+        rt_sigreturn_at(UC_SP(uc), nr);
+    struct regs r;
+    regs_from_uc(&r, uc, nr);
+    iptr res;
     if (nr < RT_NCOUNT && special[nr])
         res = do_special(&r, nr, uc);
     else
-        res = sys6((i64)nr, (i64)r.rdi, (i64)r.rsi, (i64)r.rdx, (i64)r.r10, (i64)r.r8, (i64)r.r9);
-    mc->rax = (u64)res;
+        res = sys6((iptr)nr, (iptr)REG_A0(&r), (iptr)REG_A1(&r), (iptr)REG_A2(&r),
+                   (iptr)REG_A3(&r), (iptr)REG_A4(&r), (iptr)REG_A5(&r));
+    UC_RESULT(uc) = (uptr)res;
 }
+
+#ifdef __i386__
+/* AT_SYSINFO: glibc (and musl) keep this in gs:[0x10] and make their syscalls with
+ * `call *%gs:0x10`. The rewriter turns every such call into a stub jump, so whatever still
+ * arrives here (through entry32.S's rt_vsyscall) comes from code the rewriting missed: an
+ * escape, recorded at that call (its 7 bytes end at the return address; any other form of
+ * call is named by its return address) and performed like the SIGSYS handler performs one.
+ * The seccomp filter cannot see these (they are issued from the runtime's text), which is why
+ * they are recorded here. */
+__attribute__((used)) void rt_vsyscall_dispatch(struct regs *r) {
+    static const u8 call_gs10[7] = {0x65, 0xff, 0x15, 0x10, 0x00, 0x00, 0x00};
+    uptr nr = REG_NR(r), site = r->eip;
+    u8 call[7];
+    if (rt_peek(call, r->eip - 7, 7) == 0 && memcmp(call, call_gs10, 7) == 0)
+        site = r->eip - 7;
+    rt_escape_hit(site, nr);
+    if (rt_cfg.strict)
+        rt_strict_stop(nr, site);
+    if (IS_SIGRETURN(nr)) /* the frame lies where the caller's ESP was before its call */
+        rt_sigreturn_at((uptr)(&r->eip + 1), nr);
+    iptr res;
+    if (nr < RT_NCOUNT && special[nr])
+        res = do_special(r, nr, NULL);
+    else
+        res = sys6((iptr)nr, (iptr)REG_A0(r), (iptr)REG_A1(r), (iptr)REG_A2(r), (iptr)REG_A3(r),
+                   (iptr)REG_A4(r), (iptr)REG_A5(r));
+    REG_NR(r) = (uptr)res;
+}
+#endif

@@ -1,6 +1,7 @@
 /* lib.c: the few libc-like helpers the runtime needs, freestanding (no errno, no TLS, no SSE),
- * so they are safe on the guest's thread with the guest's FS. gcc may also emit calls to
- * memcpy/memset/memmove/memcmp for struct copies; these definitions satisfy them. */
+ * so they are safe on the guest's thread with the guest's thread pointer (FS on x86-64, GS on
+ * i386). gcc may also emit calls to memcpy/memset/memmove/memcmp for struct copies; these
+ * definitions satisfy them. */
 #include "rt.h"
 
 void *memcpy(void *d, const void *s, size_t n) {
@@ -80,7 +81,7 @@ static void put(struct out *o, char c) {
     o->len++;
 }
 
-static void put_u(struct out *o, u64 v, unsigned base) {
+static void put_u(struct out *o, uptr v, unsigned base) {
     char tmp[24];
     int n = 0;
     do {
@@ -113,25 +114,25 @@ static int vfmt(char *buf, size_t cap, const char *f, __builtin_va_list ap) {
             put(&o, (char)__builtin_va_arg(ap, int));
             break;
         case 'd': {
-            i64 v = lng ? __builtin_va_arg(ap, i64) : __builtin_va_arg(ap, int);
+            iptr v = lng ? __builtin_va_arg(ap, iptr) : __builtin_va_arg(ap, int);
             if (v < 0) {
                 put(&o, '-');
-                put_u(&o, -(u64)v, 10);
+                put_u(&o, -(uptr)v, 10);
             } else {
-                put_u(&o, (u64)v, 10);
+                put_u(&o, (uptr)v, 10);
             }
             break;
         }
         case 'u':
-            put_u(&o, lng ? __builtin_va_arg(ap, u64) : __builtin_va_arg(ap, unsigned), 10);
+            put_u(&o, lng ? __builtin_va_arg(ap, uptr) : __builtin_va_arg(ap, unsigned), 10);
             break;
         case 'x':
-            put_u(&o, lng ? __builtin_va_arg(ap, u64) : __builtin_va_arg(ap, unsigned), 16);
+            put_u(&o, lng ? __builtin_va_arg(ap, uptr) : __builtin_va_arg(ap, unsigned), 16);
             break;
         case 'p':
             put(&o, '0');
             put(&o, 'x');
-            put_u(&o, (u64)__builtin_va_arg(ap, void *), 16);
+            put_u(&o, (uptr)__builtin_va_arg(ap, void *), 16);
             break;
         case '%':
             put(&o, '%');
@@ -156,7 +157,7 @@ int rt_fmt(char *buf, size_t cap, const char *fmt, ...) {
 
 void rt_write_all(int fd, const char *s, size_t n) {
     while (n) {
-        i64 r = sys3(NR_write, fd, s, n);
+        iptr r = sys3(NR_write, fd, s, n);
         if (r == -EINTR)
             continue;
         if (r <= 0)
@@ -187,7 +188,7 @@ void rt_exit(int status) {
 int rt_pread_full(int fd, void *buf, size_t n, u64 off) {
     u8 *p = buf;
     while (n) {
-        i64 r = sys4(NR_pread64, fd, p, n, off);
+        iptr r = rt_pread(fd, p, n, off);
         if (r == -EINTR)
             continue;
         if (r <= 0)
@@ -199,8 +200,8 @@ int rt_pread_full(int fd, void *buf, size_t n, u64 off) {
     return 0;
 }
 
-void *rt_map_anon(u64 len) {
-    u64 r = (u64)sys6(NR_mmap, 0, (i64)len, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+void *rt_map_anon(uptr len) {
+    uptr r = (uptr)rt_mmap(0, len, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return is_err(r) ? NULL : (void *)r;
 }

@@ -9,36 +9,37 @@
 #define SITE_SLOTS (1U << SITE_BITS)
 #define ESC_SLOTS 1024
 
-static u64 counts[RT_NCOUNT];
-u64 rt_sigreturn_count; /* counted by entry.S, which passes rt_sigreturn straight through */
-static u64 sites[SITE_SLOTS];
-static u64 sites_lost;
+uptr rt_counts[RT_NCOUNT]; /* entry32.S counts the sigreturns it passes straight through here */
+uptr rt_sigreturn_count;    /* counted by entry.S, which passes rt_sigreturn straight through */
+static uptr sites[SITE_SLOTS];
+static uptr sites_lost;
 
 struct escape {
-    u64 addr, nr, count;
+    uptr addr, nr, count;
 };
 static struct escape escapes[ESC_SLOTS];
 
-const char *rt_syscall_name(u64 nr) {
+const char *rt_syscall_name(uptr nr) {
     const char *n = nr < sizeof rt_syscall_names / sizeof rt_syscall_names[0]
                         ? rt_syscall_names[nr]
                         : NULL;
     return n ? n : "?";
 }
 
-static inline u64 hash64(u64 a) { return (a * 0x9E3779B97F4A7C15UL) >> 32; }
+static inline uptr hash_addr(uptr a) { return (uptr)(((u64)a * 0x9E3779B97F4A7C15ULL) >> 32); }
 
 /* Remembers a site (the restart address: the call-site jump for redzone, the stub's slot jump
- * for resume — one per patched syscall either way). Lock-free open addressing. */
-static inline void site_hit(u64 a) {
-    u64 h = hash64(a);
+ * for resume, the stub's slot call on i386 — one per patched syscall each way). Lock-free open
+ * addressing. */
+static inline void site_hit(uptr a) {
+    uptr h = hash_addr(a);
     for (u32 i = 0; i < 16; i++) {
-        u64 *slot = &sites[(h + i) & (SITE_SLOTS - 1)];
-        u64 v = __atomic_load_n(slot, __ATOMIC_RELAXED);
+        uptr *slot = &sites[(h + i) & (SITE_SLOTS - 1)];
+        uptr v = __atomic_load_n(slot, __ATOMIC_RELAXED);
         if (v == a)
             return;
         if (v == 0) {
-            u64 zero = 0;
+            uptr zero = 0;
             if (__atomic_compare_exchange_n(slot, &zero, a, 0, __ATOMIC_RELAXED,
                                             __ATOMIC_RELAXED) ||
                 zero == a)
@@ -48,13 +49,13 @@ static inline void site_hit(u64 a) {
     __atomic_fetch_add(&sites_lost, 1, __ATOMIC_RELAXED);
 }
 
-void rt_escape_hit(u64 addr, u64 nr) {
-    u64 h = hash64(addr);
+void rt_escape_hit(uptr addr, uptr nr) {
+    uptr h = hash_addr(addr);
     for (u32 i = 0; i < 64; i++) {
         struct escape *e = &escapes[(h + i) & (ESC_SLOTS - 1)];
-        u64 v = __atomic_load_n(&e->addr, __ATOMIC_RELAXED);
+        uptr v = __atomic_load_n(&e->addr, __ATOMIC_RELAXED);
         if (v == 0) {
-            u64 zero = 0;
+            uptr zero = 0;
             if (__atomic_compare_exchange_n(&e->addr, &zero, addr, 0, __ATOMIC_RELAXED,
                                             __ATOMIC_RELAXED))
                 v = addr;
@@ -71,7 +72,7 @@ void rt_escape_hit(u64 addr, u64 nr) {
 
 void rt_child_after_fork(void) {
     /* A new process starts with its parent's counters; they were the parent's to report. */
-    memset(counts, 0, sizeof counts);
+    memset(rt_counts, 0, sizeof rt_counts);
     memset(sites, 0, sizeof sites);
     memset(escapes, 0, sizeof escapes);
     rt_sigreturn_count = 0;
@@ -79,35 +80,35 @@ void rt_child_after_fork(void) {
 }
 
 /* Counts one trampolined syscall and remembers its site. */
-void rt_count(u64 nr, u64 site) {
-    __atomic_fetch_add(&counts[nr < RT_NCOUNT ? nr : RT_NCOUNT - 1], 1, __ATOMIC_RELAXED);
+void rt_count(uptr nr, uptr site) {
+    __atomic_fetch_add(&rt_counts[nr < RT_NCOUNT ? nr : RT_NCOUNT - 1], 1, __ATOMIC_RELAXED);
     site_hit(site);
 }
 
 /* --- /proc/self/maps, for naming the object behind an address ---------------------------------- */
 
 struct map_ent {
-    u64 start, end, off;
+    uptr start, end, off;
     const char *path;
 };
 
 struct maps {
     char *text;
     struct map_ent *ent;
-    u64 n;
+    uptr n;
 };
 
 #define MAPS_TEXT (4UL << 20)
 #define MAPS_ENTS (64UL << 10)
 
-static u64 parse_hex(const char **p) {
-    u64 v = 0;
+static uptr parse_hex(const char **p) {
+    uptr v = 0;
     for (;; (*p)++) {
         char c = **p;
         if (c >= '0' && c <= '9')
-            v = v * 16 + (u64)(c - '0');
+            v = v * 16 + (uptr)(c - '0');
         else if (c >= 'a' && c <= 'f')
-            v = v * 16 + (u64)(c - 'a' + 10);
+            v = v * 16 + (uptr)(c - 'a' + 10);
         else
             return v;
     }
@@ -123,14 +124,14 @@ static int maps_load(struct maps *m) {
             sys1(NR_close, fd);
         return -1;
     }
-    u64 len = 0;
+    uptr len = 0;
     for (;;) {
-        i64 r = sys3(NR_read, fd, m->text + len, MAPS_TEXT - 1 - len);
+        iptr r = sys3(NR_read, fd, m->text + len, MAPS_TEXT - 1 - len);
         if (r == -EINTR)
             continue;
         if (r <= 0)
             break;
-        len += (u64)r;
+        len += (uptr)r;
     }
     sys1(NR_close, fd);
     m->text[len] = 0;
@@ -171,10 +172,10 @@ static int maps_load(struct maps *m) {
     return 0;
 }
 
-static const struct map_ent *maps_find(const struct maps *m, u64 addr) {
-    u64 lo = 0, hi = m->n;
+static const struct map_ent *maps_find(const struct maps *m, uptr addr) {
+    uptr lo = 0, hi = m->n;
     while (lo < hi) {
-        u64 mid = (lo + hi) / 2;
+        uptr mid = (lo + hi) / 2;
         const struct map_ent *e = &m->ent[mid];
         if (addr < e->start)
             hi = mid;
@@ -194,7 +195,7 @@ static void maps_free(struct maps *m) {
 }
 
 /* The object and file offset behind addr, with a bundle path shown as the guest sees it. */
-static const char *describe(const struct maps *m, u64 addr, u64 *off) {
+static const char *describe(const struct maps *m, uptr addr, uptr *off) {
     const struct map_ent *e = maps_find(m, addr);
     *off = 0;
     if (!e || !e->path[0])
@@ -210,7 +211,7 @@ static const char *describe(const struct maps *m, u64 addr, u64 *off) {
 
 struct recbuf {
     int fd;
-    u64 len;
+    uptr len;
     char buf[2048];
 };
 
@@ -222,10 +223,10 @@ static void rec_flush(struct recbuf *b) {
 
 /* Whole lines only, so lines of processes appending at the same time never mix. */
 static void rec_line(struct recbuf *b, const char *line, int n) {
-    if (b->len + (u64)n > sizeof b->buf)
+    if (b->len + (uptr)n > sizeof b->buf)
         rec_flush(b);
-    memcpy(b->buf + b->len, line, (u64)n);
-    b->len += (u64)n;
+    memcpy(b->buf + b->len, line, (uptr)n);
+    b->len += (uptr)n;
 }
 
 void rt_dump_records(const char *why) {
@@ -241,12 +242,13 @@ void rt_dump_records(const char *why) {
         return;
     }
     char line[RT_PATH_MAX + 128];
-    i64 pid = sys0(NR_getpid);
+    iptr pid = sys0(NR_getpid);
     int n = rt_fmt(line, sizeof line, "P %ld %ld %s %s\n", pid, sys0(NR_getppid), why, rt_cfg.exe);
     rec_line(b, line, n);
-    u64 sr = __atomic_exchange_n(&rt_sigreturn_count, 0, __ATOMIC_RELAXED);
-    for (u64 nr = 0; nr < RT_NCOUNT; nr++) {
-        u64 c = __atomic_exchange_n(&counts[nr], 0, __ATOMIC_RELAXED) + (nr == 15 ? sr : 0);
+    uptr sr = __atomic_exchange_n(&rt_sigreturn_count, 0, __ATOMIC_RELAXED);
+    for (uptr nr = 0; nr < RT_NCOUNT; nr++) {
+        uptr c = __atomic_exchange_n(&rt_counts[nr], 0, __ATOMIC_RELAXED) +
+                 (nr == NR_rt_sigreturn ? sr : 0);
         if (c) {
             n = rt_fmt(line, sizeof line, "N %ld %lu %lu\n", pid, nr, c);
             rec_line(b, line, n);
@@ -254,23 +256,23 @@ void rt_dump_records(const char *why) {
     }
     struct maps m;
     maps_load(&m);
-    u64 off;
+    uptr off;
     for (u32 i = 0; i < SITE_SLOTS; i++) {
-        u64 a = __atomic_exchange_n(&sites[i], 0, __ATOMIC_RELAXED);
+        uptr a = __atomic_exchange_n(&sites[i], 0, __ATOMIC_RELAXED);
         if (a) {
             const char *obj = describe(&m, a, &off);
             n = rt_fmt(line, sizeof line, "S %ld 0x%lx 0x%lx %s\n", pid, a, off, obj);
             rec_line(b, line, n);
         }
     }
-    u64 lost = __atomic_exchange_n(&sites_lost, 0, __ATOMIC_RELAXED);
+    uptr lost = __atomic_exchange_n(&sites_lost, 0, __ATOMIC_RELAXED);
     if (lost) {
         n = rt_fmt(line, sizeof line, "L %ld %lu\n", pid, lost);
         rec_line(b, line, n);
     }
     for (u32 i = 0; i < ESC_SLOTS; i++) {
         struct escape *e = &escapes[i];
-        u64 c = __atomic_exchange_n(&e->count, 0, __ATOMIC_RELAXED);
+        uptr c = __atomic_exchange_n(&e->count, 0, __ATOMIC_RELAXED);
         if (e->addr && c) {
             const char *obj = describe(&m, e->addr, &off);
             n = rt_fmt(line, sizeof line, "E %ld %lu %lu 0x%lx 0x%lx %s\n", pid, e->nr, c,
@@ -284,7 +286,7 @@ void rt_dump_records(const char *why) {
     sys2(NR_munmap, b, sizeof *b);
 }
 
-void rt_trace(u64 nr, i64 res, u64 site, int done) {
+void rt_trace(uptr nr, iptr res, uptr site, int done) {
     char line[200];
     int n;
     if (done)
@@ -293,13 +295,13 @@ void rt_trace(u64 nr, i64 res, u64 site, int done) {
     else
         n = rt_fmt(line, sizeof line, "[litebox %ld] %s (%lu) ...  site 0x%lx\n",
                    sys0(NR_getpid), rt_syscall_name(nr), nr, site);
-    rt_write_all(2, line, (u64)n);
+    rt_write_all(2, line, (uptr)n);
 }
 
-void rt_strict_stop(u64 nr, u64 addr) {
+void rt_strict_stop(uptr nr, uptr addr) {
     struct maps m;
     maps_load(&m);
-    u64 off;
+    uptr off;
     const char *obj = describe(&m, addr, &off);
     rt_say("escaped syscall %s (%lu) at 0x%lx in %s+0x%lx: stopped (--strict)",
            rt_syscall_name(nr), nr, addr, obj, off);
@@ -309,7 +311,7 @@ void rt_strict_stop(u64 nr, u64 addr) {
         int fd = (int)sys3(NR_open, rt_cfg.report, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
         int n = rt_fmt(line, sizeof line, "X %ld %lu 0x%lx\n", sys0(NR_getpid), nr, addr);
         if (fd >= 0) {
-            rt_write_all(fd, line, (u64)n);
+            rt_write_all(fd, line, (uptr)n);
             sys1(NR_close, fd);
         }
     }

@@ -7,10 +7,14 @@ execve (see callback.c). Lines start with a kind and the pid:
     N pid nr count                         syscalls through trampolines, by number
     S pid address file_offset object       a distinct site (restart address of the stub)
     L pid count                            sites the in-process table had no room for
-    E pid nr count address file_offset object   an escaped syscall (address of its 0F 05)
+    E pid nr count address file_offset object   an escaped syscall (address of its 0F 05 or
+                                                CD 80, or of an unrewritten i386
+                                                `call *%gs:0x10` that entered the runtime
+                                                through AT_SYSINFO)
     X pid nr address                       a --strict stop
 
-Objects are shown at their in-bundle paths ("?" when no mapping holds the address).
+Objects are shown at their in-bundle paths ("?" when no mapping holds the address). Numbers are
+the guest ABI's (x86-64 or i386): ``arch`` picks the table that names them.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ class Escape:
     addresses: set[int] = field(default_factory=set)
     pids: set[int] = field(default_factory=set)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, arch: str = "x86_64") -> dict[str, Any]:
         return {
-            "syscall": name(self.nr),
+            "syscall": name(self.nr, arch),
             "nr": self.nr,
             "object": self.obj,
             "file_offset": self.file_offset,
@@ -54,14 +58,15 @@ class Records:
     escapes: dict[tuple[str, int, int], Escape] = field(default_factory=dict)
     strict_stop: dict[str, Any] | None = None
     bad_lines: int = 0
+    arch: str = "x86_64"
 
     @property
     def escape_count(self) -> int:
         return sum(e.count for e in self.escapes.values())
 
 
-def parse_records(text: str) -> Records:
-    rec = Records()
+def parse_records(text: str, arch: str = "x86_64") -> Records:
+    rec = Records(arch=arch)
     for line in text.splitlines():
         try:
             _parse_line(rec, line)
@@ -94,7 +99,7 @@ def _parse_line(rec: Records, line: str) -> None:
         esc.pids.add(int(pid))
     elif kind == "X":
         pid, nr, addr = rest.split(" ")
-        rec.strict_stop = {"pid": int(pid), "syscall": name(int(nr)), "address": addr}
+        rec.strict_stop = {"pid": int(pid), "syscall": name(int(nr), rec.arch), "address": addr}
     else:
         raise ValueError(kind)
 
@@ -115,13 +120,14 @@ def build_report(
         "program": program,
         "args": args,
         "abi": abi,
+        "arch": rec.arch,
         "exit_status": status if status >= 0 else None,
         "signal": -status if status < 0 else None,
         "processes": len(rec.pids),
         "images": rec.execs,
         "syscalls": {
             "total": sum(rec.counts.values()),
-            "by_name": {name(nr): n for nr, n in sorted(rec.counts.items())},
+            "by_name": {name(nr, rec.arch): n for nr, n in sorted(rec.counts.items())},
         },
         "sites": {
             "distinct": len(rec.sites),
@@ -131,7 +137,7 @@ def build_report(
         "escapes": {
             "total": rec.escape_count,
             "distinct": len(escapes),
-            "list": [e.to_json() for e in escapes],
+            "list": [e.to_json(rec.arch) for e in escapes],
         },
         "strict_stop": rec.strict_stop,
     }

@@ -1,68 +1,42 @@
-/* rt.h: declarations shared by the litebox-pack runtime's C files (see loader.c for the design).
+/* rt.h: declarations shared by the litebox-pack runtime's C files (see runtime.c for the design).
+ *
+ * One source tree builds two runtimes: x86-64 (gcc -m64) for x86-64 guests and i386 (gcc -m32)
+ * for i386 guests. What differs between them (syscall numbers and conventions, kernel structure
+ * layouts, the callback's register frame, the ELF class) lives in arch_x86_64.h and
+ * arch_i386.h; everything here is common. Words that hold addresses or syscall arguments and
+ * results are uptr/iptr (register-sized); u64 is always 64 bits (file offsets, signal sets,
+ * fields the kernel defines as __u64).
  *
  * Everything here is freestanding: no libc headers, no errno, no TLS. The constants below are
- * the x86-64 Linux ABI values; they are spelled out so the runtime builds with a bare compiler
- * (no libc6-dev, no linux-libc-dev). */
+ * the Linux ABI values; they are spelled out so the runtime builds with a bare compiler (no
+ * libc6-dev, no linux-libc-dev). */
 #ifndef LITEBOX_RT_H
 #define LITEBOX_RT_H
 
 typedef unsigned char u8;
 typedef unsigned short u16;
 typedef unsigned int u32;
-typedef unsigned long u64;
-typedef long i64;
-typedef unsigned long size_t;
+typedef unsigned long uptr; /* a register: address, syscall argument or result */
+typedef long iptr;
+typedef __SIZE_TYPE__ size_t;
 
 #define NULL ((void *)0)
 #define PAGE 4096UL
-#define PAGE_DOWN(x) ((u64)(x) & ~(PAGE - 1))
-#define PAGE_UP(x) (((u64)(x) + PAGE - 1) & ~(PAGE - 1))
+#define PAGE_DOWN(x) ((uptr)(x) & ~(PAGE - 1))
+#define PAGE_UP(x) (((uptr)(x) + PAGE - 1) & ~(PAGE - 1))
 #define RT_PATH_MAX 4096
 #define STRICT_STATUS 125 /* exit status of a --strict stop; documented in run.py */
 #define LAUNCH_STATUS 127 /* the runtime could not load a program after an execve */
 
-/* --- syscall numbers ------------------------------------------------------------------------ */
-#define NR_read 0
-#define NR_write 1
-#define NR_open 2
-#define NR_close 3
-#define NR_stat 4
-#define NR_fstat 5
-#define NR_lstat 6
-#define NR_mmap 9
-#define NR_mprotect 10
-#define NR_munmap 11
-#define NR_brk 12
-#define NR_rt_sigaction 13
-#define NR_rt_sigprocmask 14
-#define NR_rt_sigreturn 15
-#define NR_pread64 17
-#define NR_access 21
-#define NR_getpid 39
-#define NR_clone 56
-#define NR_fork 57
-#define NR_vfork 58
-#define NR_execve 59
-#define NR_exit 60
-#define NR_getppid 110
-#define NR_readlink 89
-#define NR_prctl 157
-#define NR_gettid 186
-#define NR_tgkill 234
-#define NR_exit_group 231
-#define NR_openat 257
-#define NR_newfstatat 262
-#define NR_readlinkat 267
-#define NR_faccessat 269
-#define NR_getrandom 318
-#define NR_seccomp 317
-#define NR_execveat 322
-#define NR_statx 332
-#define NR_clone3 435
-#define NR_openat2 437
-#define NR_faccessat2 439
+#if defined(__x86_64__)
+#include "arch_x86_64.h"
+#elif defined(__i386__)
+#include "arch_i386.h"
+#else
+#error "the runtime is built for x86-64 or i386"
+#endif
 
-/* --- ABI constants ---------------------------------------------------------------------------- */
+/* --- ABI constants (the same on both) ------------------------------------------------------------ */
 #define AT_FDCWD (-100)
 #define AT_SYMLINK_NOFOLLOW 0x100
 #define AT_EMPTY_PATH 0x1000
@@ -83,7 +57,7 @@ typedef unsigned long size_t;
 #define MAP_ANONYMOUS 0x20
 #define MAP_NORESERVE 0x4000
 #define MAP_FIXED_NOREPLACE 0x100000
-#define MAP_FAILED_MAX (-4096UL) /* raw mmap results above this are -errno */
+#define MAP_FAILED_MAX ((uptr)-4096) /* raw syscall results above this are -errno */
 #define CLONE_VM 0x100
 #define CLONE_VFORK 0x4000
 #define CLONE_THREAD 0x10000
@@ -92,7 +66,7 @@ typedef unsigned long size_t;
 #define SIG_BLOCK 0
 #define SIG_UNBLOCK 1
 #define SIG_SETMASK 2
-#define SIGBIT(s) (1UL << ((s)-1))
+#define SIGBIT(s) ((u64)1 << ((s)-1))
 #define SA_SIGINFO 4
 #define SA_RESTORER 0x04000000
 #define SA_NODEFER 0x40000000
@@ -116,83 +90,17 @@ typedef unsigned long size_t;
 #define EISDIR 21
 #define EINVAL 22
 #define ENAMETOOLONG 36
+#define ENOSYS 38
 #define ELOOP 40
 
-/* --- kernel structures (x86-64 layouts) -------------------------------------------------------- */
-struct kstat { /* struct stat as the kernel fills it on x86-64 (144 bytes) */
-    u64 st_dev, st_ino, st_nlink;
-    u32 st_mode, st_uid, st_gid, pad0;
-    u64 st_rdev;
-    i64 st_size, st_blksize, st_blocks;
-    u64 st_atime_, st_atime_ns, st_mtime_, st_mtime_ns, st_ctime_, st_ctime_ns;
-    i64 reserved[3];
-};
-
-struct ksigaction { /* what rt_sigaction reads and writes */
+struct ksigaction { /* what rt_sigaction reads and writes (the same shape on both) */
     void *handler;
-    u64 flags;
+    unsigned long flags;
     void *restorer;
     u64 mask;
 };
 
-struct ksiginfo { /* the SIGSYS view of siginfo_t */
-    int si_signo, si_errno, si_code, pad;
-    u64 call_addr; /* address after the syscall instruction */
-    int syscall;
-    u32 arch;
-    u8 rest[96];
-};
-
-struct sigcontext64 { /* uc_mcontext */
-    u64 r8, r9, r10, r11, r12, r13, r14, r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags;
-    u16 cs, gs, fs, ss;
-    u64 err, trapno, oldmask, cr2, fpstate, reserved[8];
-};
-
-struct kucontext {
-    u64 uc_flags;
-    void *uc_link;
-    void *ss_sp;
-    u64 ss_flags_pad;
-    u64 ss_size;
-    struct sigcontext64 mc;
-    u64 uc_sigmask;
-};
-
-/* --- the guest's registers at a syscall --------------------------------------------------------
- * Pushed by the callback entry in entry.S (lowest address first) and also built from a ucontext
- * by the SIGSYS handler. rip is where the guest continues after the syscall. */
-struct regs {
-    u64 r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rbx, rax, rip, rflags;
-};
-
-/* The record a cloned child with a new stack starts on (see rt_clone_raw in entry.S). */
-struct child_start {
-    u64 reset; /* nonzero: a new process (no CLONE_VM): clear the inherited counters */
-    struct regs r;
-    u64 rsp;
-};
-
-/* --- raw syscalls ------------------------------------------------------------------------------- */
-static inline i64 sys6(i64 n, i64 a, i64 b, i64 c, i64 d, i64 e, i64 f) {
-    register i64 r10 __asm__("r10") = d;
-    register i64 r8 __asm__("r8") = e;
-    register i64 r9 __asm__("r9") = f;
-    i64 ret;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return ret;
-}
-#define sys0(n) sys6((n), 0, 0, 0, 0, 0, 0)
-#define sys1(n, a) sys6((n), (i64)(a), 0, 0, 0, 0, 0)
-#define sys2(n, a, b) sys6((n), (i64)(a), (i64)(b), 0, 0, 0, 0)
-#define sys3(n, a, b, c) sys6((n), (i64)(a), (i64)(b), (i64)(c), 0, 0, 0)
-#define sys4(n, a, b, c, d) sys6((n), (i64)(a), (i64)(b), (i64)(c), (i64)(d), 0, 0)
-#define sys5(n, a, b, c, d, e) sys6((n), (i64)(a), (i64)(b), (i64)(c), (i64)(d), (i64)(e), 0)
-
-static inline int is_err(u64 r) { return r > MAP_FAILED_MAX; }
+static inline int is_err(uptr r) { return r > MAP_FAILED_MAX; }
 
 /* --- lib.c: freestanding helpers ----------------------------------------------------------------- */
 void *memcpy(void *d, const void *s, size_t n);
@@ -204,50 +112,51 @@ int rt_streq(const char *a, const char *b);
 int rt_startswith(const char *s, const char *prefix);
 /* Copies at most cap-1 bytes and always terminates; returns the full length of src. */
 size_t rt_strlcpy(char *d, const char *s, size_t cap);
-/* snprintf subset: %s %c %d %u %x %ld %lu %lx %% (and %p). Returns the length written. */
+/* snprintf subset: %s %c %d %u %x %ld %lu %lx %% (and %p); l is a word (uptr). Returns the
+ * length written. */
 int rt_fmt(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void rt_write_all(int fd, const char *s, size_t n);
 /* One line on the runtime's stderr, prefixed with "litebox-pack run: ". */
 void rt_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 __attribute__((noreturn)) void rt_exit(int status);
 /* Fresh zeroed private memory (lazily backed), or NULL. */
-void *rt_map_anon(u64 len);
+void *rt_map_anon(uptr len);
 /* Reads exactly n bytes at off; returns 0 on success. */
 int rt_pread_full(int fd, void *buf, size_t n, u64 off);
 
 /* --- ELF facts both the loader and the mmap hook need --------------------------------------------- */
 struct elf_facts {
-    u16 type;       /* ET_EXEC or ET_DYN */
-    u64 entry;      /* e_entry (link-time) */
-    u64 phoff;      /* e_phoff */
+    u16 type;        /* ET_EXEC or ET_DYN */
+    uptr entry;      /* e_entry (link-time) */
+    u64 phoff;       /* e_phoff */
     u16 phnum;
-    u64 lo, hi;     /* page-aligned span of the PT_LOADs (link-time) */
-    u64 phdr_vaddr; /* link-time address of the program headers, 0 when not loaded */
+    uptr lo, hi;     /* page-aligned span of the PT_LOADs (link-time) */
+    uptr phdr_vaddr; /* link-time address of the program headers, 0 when not loaded */
     u64 interp_off, interp_len;
-    u64 blob_off, blob_vaddr, blob_size; /* trailer; blob_size 0: no trampoline */
-    int bad_trailer;                     /* a LITEBOX trailer is there but invalid */
+    u64 blob_off;                /* trailer; blob_size 0: no trampoline */
+    uptr blob_vaddr, blob_size;
+    int bad_trailer;             /* a LITEBOX trailer is there but invalid */
 };
 #define ET_EXEC 2
 #define ET_DYN 3
-
-struct phdr64 {
-    u32 type, flags;
-    u64 offset, vaddr, paddr, filesz, memsz, align;
-};
 #define PT_LOAD 1
 #define PT_INTERP 3
 #define PT_PHDR 6
 #define PF_X 1
 #define PF_W 2
 #define PF_R 4
+#define NO_SEGMENT (~(uptr)0)
+#define NO_OFFSET (~(u64)0)
 
 /* Reads the ELF header, program headers and trailer of fd. Returns 0 or -errno (-ENOEXEC for
- * anything that is not a loadable x86-64 ELF). When seg_off_match != ~0UL, *seg_vaddr receives
- * the page-aligned vaddr of the PT_LOAD whose page-aligned file offset equals it (~0UL if none). */
-int rt_elf_facts(int fd, struct elf_facts *f, u64 seg_off_match, u64 *seg_vaddr);
+ * anything that is not a loadable ELF of this runtime's class and machine). When seg_off_match
+ * != NO_OFFSET, *seg_vaddr receives the page-aligned vaddr of the PT_LOAD whose page-aligned
+ * file offset equals it (NO_SEGMENT if none). */
+int rt_elf_facts(int fd, struct elf_facts *f, u64 seg_off_match, uptr *seg_vaddr);
 /* Maps a trampoline blob at bias + vaddr, fills the callback slot and makes it R+X.
- * fixed_flags is MAP_FIXED (inside a reservation we own) or MAP_FIXED_NOREPLACE. */
-i64 rt_map_blob(int fd, const struct elf_facts *f, u64 bias, int fixed_flags);
+ * fixed_flags is MAP_FIXED (inside a reservation we own) or MAP_FIXED_NOREPLACE. Returns the
+ * address or -errno: test it with is_err, since i386 addresses above 2 GiB are negative as iptr. */
+iptr rt_map_blob(int fd, const struct elf_facts *f, uptr bias, int fixed_flags);
 
 /* --- globals set up by the loader, read by the callback ------------------------------------------- */
 struct rt_config {
@@ -257,21 +166,22 @@ struct rt_config {
     char report[RT_PATH_MAX]; /* record file (appended per process), "" for none */
     char exe[RT_PATH_MAX];    /* the guest's /proc/self/exe, as the guest should see it */
     char exe_host[RT_PATH_MAX]; /* the file actually loaded, for open("/proc/self/exe") */
-    int abi_resume;             /* 0: redzone stubs, 1: resume stubs */
+    int abi_resume;             /* 0: redzone stubs, 1: resume stubs (x86-64 only) */
     int trace, strict;
     int filtered; /* our seccomp filter is in force in this process */
-    u64 callback; /* the address written into every slot */
-    u64 text_lo, text_hi;
+    uptr callback; /* the address written into every slot */
+    uptr text_lo, text_hi;
 };
 extern struct rt_config rt_cfg;
 
-/* entry.S */
-void rt_callback_redzone(void);
-void rt_callback_resume(void);
+/* entry.S / entry32.S */
 void rt_sigrestorer(void);
-i64 rt_clone_raw(i64 nr, i64 a0, i64 a1, i64 a2, i64 a3, i64 a4);
-__attribute__((noreturn)) void rt_enter_guest(u64 entry, u64 sp);
-__attribute__((noreturn)) void rt_sigreturn_at(u64 rsp);
+/* clone/clone3 whose child starts on a struct child_start (see the arch header). */
+iptr rt_clone_raw(iptr nr, iptr a0, iptr a1, iptr a2, iptr a3, iptr a4);
+__attribute__((noreturn)) void rt_enter_guest(uptr entry, uptr sp);
+/* An escaped sigreturn (nr: x86-64 has rt_sigreturn only, i386 also the old sigreturn),
+ * issued from the runtime's text at the guest's stack pointer. */
+__attribute__((noreturn)) void rt_sigreturn_at(uptr sp, uptr nr);
 
 /* callback.c */
 void rt_dispatch(struct regs *r);
@@ -282,12 +192,12 @@ const char *rt_bundle_path(const char *path, char *buf);
 
 /* records.c */
 #define RT_NCOUNT 512 /* counters per syscall number; larger numbers share the last one */
-const char *rt_syscall_name(u64 nr);
-void rt_count(u64 nr, u64 site);
-void rt_escape_hit(u64 addr, u64 nr);
+const char *rt_syscall_name(uptr nr);
+void rt_count(uptr nr, uptr site);
+void rt_escape_hit(uptr addr, uptr nr);
 void rt_child_after_fork(void);
 void rt_dump_records(const char *why);
-void rt_trace(u64 nr, i64 res, u64 site, int done);
-__attribute__((noreturn)) void rt_strict_stop(u64 nr, u64 addr);
+void rt_trace(uptr nr, iptr res, uptr site, int done);
+__attribute__((noreturn)) void rt_strict_stop(uptr nr, uptr addr);
 
 #endif

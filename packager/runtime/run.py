@@ -1,5 +1,9 @@
 """``litebox-pack run``: execute a bundle natively with its trampolines live (spec/runtime.md).
 
+An i386 PROGRAM (ELF32, or a "#!" script whose interpreter is one) runs under the i386 build of
+the runtime, which its i386 programs exec in turn; the report's "abi" is then "i386" (both
+``--abi`` values write the same i386 stubs, so the option does not matter there).
+
 Exit status: the program's own. A program killed by a signal makes ``run`` die of the same
 signal. ``--strict`` stops at the first escaped syscall with status ``STRICT_STATUS`` (125) and
 one line on stderr. Problems with the bundle itself are one-line errors with status 1.
@@ -29,6 +33,7 @@ from .bundle import (
     hooked_program_path,
     is_elf,
     open_bundle,
+    program_arch,
     program_path,
     scan_elves,
 )
@@ -64,10 +69,14 @@ def run(req: RunRequest) -> int:
             image = bundle.host_path(program)
         scan = scan_elves(bundle)
         _check_is_bundle(bundle, program, image, bool(scan.rewritten or scan.markers))
-        abi = _choose_abi(req.abi, bundle, image, scan)
-        binary = runtime_binary()
+        arch = program_arch(bundle, image)
+        if arch == "i386":
+            abi, runtime_abi = "i386", "redzone"  # one stub form; the runtime ignores --abi
+        else:
+            abi = runtime_abi = _choose_abi(req.abi, bundle, image, scan)
+        binary = runtime_binary(arch)
         with _records_file() as records:
-            cmd = [str(binary), "--bundle", str(bundle.root), "--abi", abi]
+            cmd = [str(binary), "--bundle", str(bundle.root), "--abi", runtime_abi]
             cmd += ["--report", str(records)]
             if req.trace:
                 cmd.append("--trace")
@@ -77,7 +86,7 @@ def run(req: RunRequest) -> int:
                 cmd += ["--load-from", str(image)]
             cmd += ["--", program, program, *req.args]
             status = _spawn(cmd)
-            rec = parse_records(records.read_text(errors="replace"))
+            rec = parse_records(records.read_text(errors="replace"), arch)
     if req.report is not None:
         doc = build_report(
             rec, bundle=req.bundle, program=program, args=req.args, abi=abi, status=status

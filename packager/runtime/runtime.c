@@ -1,7 +1,8 @@
 /* runtime.c: the litebox-pack runtime — runs a rewritten program on the host with its
  * trampolines live (spec/runtime.md). This file is the loader; callback.c serves the syscalls,
  * records.c keeps the counters for the report, elf.c reads ELF headers and trailers, lib.c has
- * the freestanding helpers and entry.S the assembly edges.
+ * the freestanding helpers and entry.S (entry32.S for i386) the assembly edges; rt.h with
+ * arch_x86_64.h or arch_i386.h holds what they share.
  *
  * Key design decisions
  * --------------------
@@ -13,10 +14,11 @@
  * - The runtime does the kernel's job for the first image: it maps the program and its PT_INTERP
  *   interpreter (both taken from the bundle), maps each trampoline blob at bias + vaddr (RW,
  *   slot := callback address, then R+X), builds argv/envp/auxv on its own initial stack (no
- *   AT_SYSINFO_EHDR, so glibc never uses the vDSO) and jumps to the entry point. brk is not
- *   touched: the guest's brk calls get the process's own heap. comm, /proc/self/cmdline,
- *   environ and auxv are pointed at the guest's (PR_SET_NAME, PR_SET_MM_MAP); /proc/self/exe
- *   is answered by the callback (readlink, open, execve) with the guest's program.
+ *   AT_SYSINFO_EHDR on x86-64, so glibc never uses the vDSO; i386: see below) and jumps to the
+ *   entry point. brk is not touched: the guest's brk calls get the process's own heap. comm,
+ *   /proc/self/cmdline, environ and auxv are pointed at the guest's (PR_SET_NAME,
+ *   PR_SET_MM_MAP); /proc/self/exe is answered by the callback (readlink, open, execve) with the
+ *   guest's program.
  * - The callback (entry.S) saves every guest register and the flags into a struct regs below
  *   the guest's red zone, calls rt_dispatch and returns to the continuation with only
  *   RAX/RCX/R11 changed. Plain syscalls are issued from the runtime's text with the guest's
@@ -46,6 +48,37 @@
  *   records to the --report file at exit, exit_group, execve and dlclose (whole lines,
  *   O_APPEND), so forked children and exec'd images are counted; report.py turns them into
  *   the JSON report.
+ *
+ * i386
+ * ----
+ * The same sources built with -m32 (build.py: TARGETS["i386"], entry32.S instead of entry.S,
+ * arch_i386.h instead of arch_x86_64.h) give the runtime for ELF32 i386 programs, which `run`
+ * picks by the program's class. What differs:
+ * - Syscalls are `int $0x80` with EBX ECX EDX ESI EDI EBP; six-argument ones (mmap2 and the
+ *   guest's pass-through calls) go through rt_syscall6, since EBP cannot be named in a
+ *   constraint. The runtime never touches GS, glibc's thread pointer on i386.
+ * - The callback follows the i386 stub (reference §4.2): [ESP] = continuation, [ESP+4] = the
+ *   guest's EAX; entry32.S saves the flags and PUSHAD below them, returns with RET 4. There is
+ *   one stub form, so --abi does not matter and the report says "i386".
+ * - sigreturn (119) and rt_sigreturn (173) are issued at the guest's exact ESP; clone's record
+ *   sits right below the new stack pointer and the child RETs into the guest (no red zone to
+ *   respect); clone's arguments pass through in place (i386 order: flags, newsp, parent_tid,
+ *   tls, child_tid). mmap2 (offset in pages) and the old mmap (a pointer to six words), stat64,
+ *   lstat64, fstatat64, the old stat calls and the pre-rt signal calls are handled too.
+ * - gs:[0x10]: glibc makes its syscalls with `call *%gs:0x10`. The rewriter patches every such
+ *   call; what still arrives through the pointer comes from unrewritten code. Without help it
+ *   would land on glibc's `int $0x80; ret` fallback, which the rewriter itself breaks in a
+ *   stripped ld-linux.so.2 (no .symtab, so _dl_sysinfo_int80 is not recognised and its
+ *   int $0x80 is patched with the padding before it, putting the entry inside a JMP). So the
+ *   runtime passes AT_SYSINFO = rt_vsyscall, where such calls are recorded as escapes at the
+ *   call site and performed, plus the AT_SYSINFO_EHDR glibc requires before it honours
+ *   AT_SYSINFO: a symbol-less vDSO image (sysinfo_image), so no vDSO function is ever used.
+ *   With a vDSO glibc leaves signal restorers to the kernel, so the runtime gives handlers
+ *   installed without one its own (entry32.S rt_restore/rt_restore_rt, byte-for-byte the
+ *   vDSO's) and hides it when the action is read back. A fully rewritten program therefore
+ *   shows no escapes, and one with a raw libc shows libc's sites.
+ * - Escape detection is the same seccomp filter with AUDIT_ARCH_I386 (a far jump to 64-bit
+ *   code and `syscall` there traps as the other ABI's and gets -ENOSYS).
  */
 #include "rt.h"
 
@@ -78,10 +111,10 @@ extern char etext[];
 
 #define MAX_SCRIPT_DEPTH 4
 
-static struct phdr64 phdrs[1024];
-static u64 host_auxv[AT_MAX];
+static struct phdr phdrs[1024];
+static uptr host_auxv[AT_MAX];
 
-__attribute__((noreturn)) static void die(const char *what, const char *path, i64 err) {
+__attribute__((noreturn)) static void die(const char *what, const char *path, iptr err) {
     if (err)
         rt_say("%s: %s (errno %ld)", path, what, -err);
     else
@@ -93,7 +126,7 @@ __attribute__((noreturn)) static void die(const char *what, const char *path, i6
 
 struct image {
     struct elf_facts f;
-    u64 bias;
+    uptr bias;
 };
 
 static int prot_of(u32 pflags) {
@@ -106,43 +139,43 @@ static int prot_of(u32 pflags) {
  * segments inside it, the bss tail zeroed and anonymous pages for the rest of memsz. */
 static void map_image(int fd, const char *path, struct image *im) {
     struct elf_facts *f = &im->f;
-    u64 lo = f->lo, hi = f->hi;
+    uptr lo = f->lo, hi = f->hi;
     if (f->blob_size) {
         if (f->blob_vaddr < lo)
             lo = f->blob_vaddr;
         if (PAGE_UP(f->blob_vaddr + f->blob_size) > hi)
             hi = PAGE_UP(f->blob_vaddr + f->blob_size);
     }
-    u64 base;
+    uptr base;
     if (f->type == ET_DYN) {
-        base = (u64)sys6(NR_mmap, 0, (i64)(hi - lo), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        base = (uptr)rt_mmap(0, hi - lo, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (is_err(base))
-            die("cannot reserve address space", path, (i64)base);
+            die("cannot reserve address space", path, (iptr)base);
         im->bias = base - lo;
     } else {
-        base = (u64)sys6(NR_mmap, (i64)lo, (i64)(hi - lo), PROT_NONE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        base = (uptr)rt_mmap(lo, hi - lo, PROT_NONE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
         if (is_err(base) || base != lo)
-            die("its fixed address range is already in use", path, is_err(base) ? (i64)base : 0);
+            die("its fixed address range is already in use", path, is_err(base) ? (iptr)base : 0);
         im->bias = 0;
     }
     if (rt_pread_full(fd, phdrs, f->phnum * sizeof phdrs[0], f->phoff) != 0)
         die("cannot read the program headers", path, 0);
     for (u16 i = 0; i < f->phnum; i++) {
-        struct phdr64 *p = &phdrs[i];
+        struct phdr *p = &phdrs[i];
         if (p->type != PT_LOAD || p->memsz == 0)
             continue;
         int prot = prot_of(p->flags);
-        u64 start = im->bias + PAGE_DOWN(p->vaddr);
-        u64 file_end = im->bias + p->vaddr + p->filesz;
-        u64 mem_end = im->bias + p->vaddr + p->memsz;
-        u64 mapped_end = start;
+        uptr start = im->bias + PAGE_DOWN(p->vaddr);
+        uptr file_end = im->bias + p->vaddr + p->filesz;
+        uptr mem_end = im->bias + p->vaddr + p->memsz;
+        uptr mapped_end = start;
         if (p->filesz) {
             mapped_end = PAGE_UP(file_end);
-            u64 r = (u64)sys6(NR_mmap, (i64)start, (i64)(mapped_end - start), prot,
-                              MAP_PRIVATE | MAP_FIXED, fd, (i64)PAGE_DOWN(p->offset));
+            uptr r = (uptr)rt_mmap(start, mapped_end - start, prot, MAP_PRIVATE | MAP_FIXED, fd,
+                                   PAGE_DOWN(p->offset));
             if (is_err(r))
-                die("cannot map a segment", path, (i64)r);
+                die("cannot map a segment", path, (iptr)r);
             if (mem_end > file_end && mapped_end > file_end) {
                 /* The file's last page continues with whatever follows in the file; like the
                  * kernel, zero it to the page end (ld.so's early malloc uses the rest of the
@@ -155,15 +188,15 @@ static void map_image(int fd, const char *path, struct image *im) {
             }
         }
         if (PAGE_UP(mem_end) > mapped_end) {
-            u64 r = (u64)sys6(NR_mmap, (i64)mapped_end, (i64)(PAGE_UP(mem_end) - mapped_end),
-                              prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+            uptr r = (uptr)rt_mmap(mapped_end, PAGE_UP(mem_end) - mapped_end, prot,
+                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
             if (is_err(r))
-                die("cannot map bss", path, (i64)r);
+                die("cannot map bss", path, (iptr)r);
         }
     }
     if (f->blob_size) {
-        i64 r = rt_map_blob(fd, f, im->bias, MAP_FIXED);
-        if (r < 0)
+        iptr r = rt_map_blob(fd, f, im->bias, MAP_FIXED);
+        if (is_err((uptr)r))
             die("cannot map the trampoline", path, r);
     }
 }
@@ -172,8 +205,8 @@ static int open_image(const char *path, const char *host, struct image *im) {
     int fd = (int)sys3(NR_open, host, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         die("cannot open", path, fd);
-    if (rt_elf_facts(fd, &im->f, ~0UL, NULL) < 0)
-        die("not an x86-64 ELF executable", path, 0);
+    if (rt_elf_facts(fd, &im->f, NO_OFFSET, NULL) < 0)
+        die("not an " ARCH_NAME " ELF executable", path, 0);
     if (im->f.bad_trailer)
         die("invalid LITEBOX0 trailer", path, 0);
     return fd;
@@ -187,10 +220,10 @@ static int open_image(const char *path, const char *host, struct image *im) {
 static void remember_exe(int fd, const char *fallback) {
     char link[32];
     rt_fmt(link, sizeof link, "/proc/self/fd/%d", fd);
-    i64 n = sys3(NR_readlink, link, rt_cfg.exe_host, sizeof rt_cfg.exe_host - 1);
+    iptr n = sys3(NR_readlink, link, rt_cfg.exe_host, sizeof rt_cfg.exe_host - 1);
     if (n <= 0) {
         rt_strlcpy(rt_cfg.exe_host, fallback, sizeof rt_cfg.exe_host);
-        n = (i64)rt_strlen(rt_cfg.exe_host);
+        n = (iptr)rt_strlen(rt_cfg.exe_host);
     }
     rt_cfg.exe_host[n] = 0;
     const char *shown = rt_cfg.exe_host;
@@ -262,7 +295,6 @@ struct sock_fprog {
 #define BPF_JGE_K 0x35
 #define BPF_JGT_K 0x25
 #define BPF_RET_K 0x06
-#define AUDIT_ARCH_X86_64 0xC000003EU
 #define SECCOMP_RET_ALLOW 0x7fff0000U
 #define SECCOMP_RET_TRAP 0x00030000U
 #define PR_SET_NO_NEW_PRIVS 38
@@ -270,12 +302,12 @@ struct sock_fprog {
 /* Allows a syscall only from the runtime's text (seccomp_data.instruction_pointer is the
  * address after the syscall instruction, so the upper bound is inclusive). */
 static void install_filter(void) {
-    u64 lo = rt_cfg.text_lo, hi = rt_cfg.text_hi;
+    u64 lo = rt_cfg.text_lo, hi = rt_cfg.text_hi; /* the high half is 0 on i386 */
     if ((lo >> 32) != (hi >> 32))
         die("runtime text crosses a 4 GiB boundary", "seccomp", 0);
     struct sock_filter prog[] = {
         {BPF_LD_W_ABS, 0, 0, 4}, /* arch */
-        {BPF_JEQ_K, 0, 6, AUDIT_ARCH_X86_64},
+        {BPF_JEQ_K, 0, 6, AUDIT_ARCH_SELF}, /* the other ABI's syscalls always trap */
         {BPF_LD_W_ABS, 0, 0, 12}, /* instruction_pointer, high half */
         {BPF_JEQ_K, 0, 4, (u32)(lo >> 32)},
         {BPF_LD_W_ABS, 0, 0, 8}, /* instruction_pointer, low half */
@@ -285,7 +317,7 @@ static void install_filter(void) {
         {BPF_RET_K, 0, 0, SECCOMP_RET_TRAP},
     };
     struct sock_fprog fprog = {sizeof prog / sizeof prog[0], prog};
-    i64 r = sys5(NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    iptr r = sys5(NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     if (r == 0)
         r = sys3(NR_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, &fprog);
     if (r < 0)
@@ -313,7 +345,7 @@ static void install_sigsys(void) {
 #define PR_SET_MM 35
 #define PR_SET_MM_MAP 14
 
-struct prctl_mm_map {
+struct prctl_mm_map { /* __u64 fields on both ABIs */
     u64 start_code, end_code, start_data, end_data, start_brk, brk, start_stack;
     u64 arg_start, arg_end, env_start, env_end;
     u64 auxv;
@@ -326,7 +358,7 @@ static int stat_fields(u64 *f) {
     int fd = (int)sys3(NR_open, "/proc/self/stat", O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return 0;
-    i64 n = sys3(NR_read, fd, buf, sizeof buf - 1);
+    iptr n = sys3(NR_read, fd, buf, sizeof buf - 1);
     sys1(NR_close, fd);
     if (n <= 0)
         return 0;
@@ -351,7 +383,7 @@ static int stat_fields(u64 *f) {
 }
 
 static void show_as(const char *execfn, char *arg_start, char *env_start, char *env_end,
-                    u64 *auxv, u64 auxv_bytes) {
+                    uptr *auxv, uptr auxv_bytes) {
     const char *base = execfn;
     for (const char *p = execfn; *p; p++)
         if (*p == '/')
@@ -368,36 +400,86 @@ static void show_as(const char *execfn, char *arg_start, char *env_start, char *
         .start_data = f[45 - 26],
         .end_data = f[46 - 26],
         .start_brk = f[47 - 26],
-        .brk = (u64)sys1(NR_brk, 0),
+        .brk = (uptr)sys1(NR_brk, 0),
         .start_stack = f[28 - 26],
-        .arg_start = (u64)arg_start,
-        .arg_end = (u64)env_start,
-        .env_start = (u64)env_start,
-        .env_end = (u64)env_end,
-        .auxv = (u64)auxv,
+        .arg_start = (uptr)arg_start,
+        .arg_end = (uptr)env_start,
+        .env_start = (uptr)env_start,
+        .env_end = (uptr)env_end,
+        .auxv = (uptr)auxv,
         .auxv_size = (u32)auxv_bytes,
         .exe_fd = (u32)-1,
     };
     sys5(NR_prctl, PR_SET_MM, PR_SET_MM_MAP, &m, sizeof m, 0);
 }
 
+/* --- i386: where gs:[0x10] points ------------------------------------------------------------- */
+
+#ifdef __i386__
+/* glibc and musl on i386 make their syscalls with `call *%gs:0x10`, through a pointer they take
+ * from AT_SYSINFO (the kernel's __kernel_vsyscall) or, without one, their own `int $0x80; ret`
+ * fallback (glibc's _dl_sysinfo_int80). The rewriter turns every such call into a stub jump,
+ * so the pointer only matters to code the rewriting missed, and there the fallback is a trap:
+ * in a stripped object (Debian's ld-linux.so.2 has no .symtab) the rewriter cannot recognise
+ * _dl_sysinfo_int80 and patches its int $0x80 like any other site, borrowing the alignment
+ * padding before it, so the function's entry ends up inside a JMP. An unrewritten libc
+ * calling through gs:[0x10] would then crash instead of showing its escapes.
+ *
+ * So the runtime passes AT_SYSINFO = rt_vsyscall (entry32.S), which records each call as an
+ * escape and performs it. glibc (2.36 and later) only honours AT_SYSINFO together with
+ * AT_SYSINFO_EHDR, so this builds the smallest vDSO image it accepts: an ELF header, one
+ * PT_LOAD and a PT_DYNAMIC holding only DT_NULL. No symbols, so no __vdso_* function is ever
+ * used and every syscall still goes through a trampoline, as LiteBox (which gives no vDSO at
+ * all) needs; the only visible difference is a nameless object in dl_iterate_phdr, where
+ * natively the kernel's vDSO appears. (With a vDSO glibc also leaves signal restorers to the
+ * kernel: see sigaction_i386 in callback.c for how the runtime supplies them.) */
+static u8 sysinfo_page[PAGE] __attribute__((aligned(PAGE)));
+
+static uptr sysinfo_image(void) {
+    struct image_layout {
+        struct ehdr eh;
+        struct phdr ph[2];
+        u32 dyn[2]; /* DT_NULL */
+    } *im = (struct image_layout *)sysinfo_page;
+    memset(im, 0, sizeof *im);
+    memcpy(im->eh.ident, "\177ELF\1\1\1", 7); /* ELFCLASS32, little-endian, version 1 */
+    im->eh.type = ET_DYN;
+    im->eh.machine = ELF_MACHINE;
+    im->eh.version = 1;
+    im->eh.entry = (u32)(uptr)rt_vsyscall - (u32)(uptr)im; /* as __kernel_vsyscall's */
+    im->eh.phoff = (u32)__builtin_offsetof(struct image_layout, ph);
+    im->eh.ehsize = sizeof im->eh;
+    im->eh.phentsize = sizeof im->ph[0];
+    im->eh.phnum = 2;
+    im->ph[0] = (struct phdr){.type = PT_LOAD, .memsz = PAGE, .filesz = PAGE, .flags = PF_R,
+                              .align = PAGE};
+    u32 dyn = (u32)__builtin_offsetof(struct image_layout, dyn);
+    /* Read-only dynamic section: glibc then leaves it as is (no relocation of its entries). */
+    im->ph[1] = (struct phdr){.type = PT_DYNAMIC, .offset = dyn, .vaddr = dyn, .paddr = dyn,
+                              .filesz = sizeof im->dyn, .memsz = sizeof im->dyn, .flags = PF_R,
+                              .align = 4};
+    sys3(NR_mprotect, sysinfo_page, PAGE, PROT_READ);
+    return (uptr)im;
+}
+#endif
+
 /* --- main ------------------------------------------------------------------------------------------ */
 
-static u64 aux(int type, u64 fallback) {
+static uptr aux(int type, uptr fallback) {
     return type < AT_MAX && host_auxv[type] ? host_auxv[type] : fallback;
 }
 
 static char interp_path[RT_PATH_MAX], script_interp[RT_PATH_MAX], script_arg[RT_PATH_MAX];
 static char resolved[RT_PATH_MAX + RT_PATH_MAX];
 
-__attribute__((noreturn, used)) void rt_main(u64 *sp) {
+__attribute__((noreturn, used)) void rt_main(uptr *sp) {
     int argc = (int)sp[0];
     char **argv = (char **)(sp + 1);
     char **envp = argv + argc + 1;
     char **e = envp;
     while (*e)
         e++;
-    for (u64 *av = (u64 *)(e + 1); av[0] != AT_NULL; av += 2)
+    for (uptr *av = (uptr *)(e + 1); av[0] != AT_NULL; av += 2)
         if (av[0] < AT_MAX)
             host_auxv[av[0]] = av[1];
 
@@ -436,13 +518,17 @@ __attribute__((noreturn, used)) void rt_main(u64 *sp) {
     rt_cfg.bundle_len = rt_strlen(rt_cfg.bundle);
     while (rt_cfg.bundle_len > 1 && rt_cfg.bundle[rt_cfg.bundle_len - 1] == '/')
         rt_cfg.bundle[--rt_cfg.bundle_len] = 0;
-    i64 n = sys3(NR_readlink, "/proc/self/exe", rt_cfg.self, sizeof rt_cfg.self - 1);
+    iptr n = sys3(NR_readlink, "/proc/self/exe", rt_cfg.self, sizeof rt_cfg.self - 1);
     if (n <= 0)
         die("cannot find the runtime itself", "/proc/self/exe", n);
     rt_cfg.self[n] = 0;
-    rt_cfg.callback = rt_cfg.abi_resume ? (u64)rt_callback_resume : (u64)rt_callback_redzone;
-    rt_cfg.text_lo = (u64)__executable_start;
-    rt_cfg.text_hi = (u64)etext;
+#ifdef __i386__
+    rt_cfg.callback = (uptr)rt_callback_i386; /* one stub ABI on i386 (both --abi values) */
+#else
+    rt_cfg.callback = rt_cfg.abi_resume ? (uptr)rt_callback_resume : (uptr)rt_callback_redzone;
+#endif
+    rt_cfg.text_lo = (uptr)__executable_start;
+    rt_cfg.text_hi = (uptr)etext;
     install_sigsys();
 
     /* The guest's argv: PATH is what to execute (also AT_EXECFN), the rest is argv as given.
@@ -461,7 +547,7 @@ __attribute__((noreturn, used)) void rt_main(u64 *sp) {
         if (fd < 0)
             die("cannot open", path, fd);
         char head[256];
-        i64 got = sys4(NR_pread64, fd, head, sizeof head, 0);
+        iptr got = rt_pread(fd, head, sizeof head, 0);
         if (got < 0)
             die("cannot read", path, got);
         if (!parse_shebang(head, (size_t)got, script_interp, script_arg))
@@ -472,11 +558,11 @@ __attribute__((noreturn, used)) void rt_main(u64 *sp) {
         /* Build [interp, arg?, path, old argv[1:]] in fresh memory (argv may be long). */
         int extra = script_arg[0] ? 3 : 2;
         int rest = gargc > 1 ? gargc - 1 : 0;
-        u64 bytes = PAGE_UP((u64)(extra + rest + 1) * sizeof(char *) + 2 * RT_PATH_MAX);
-        char **nv = (char **)sys6(NR_mmap, 0, (i64)bytes, PROT_READ | PROT_WRITE,
+        uptr bytes = PAGE_UP((uptr)(extra + rest + 1) * sizeof(char *) + 2 * RT_PATH_MAX);
+        char **nv = (char **)rt_mmap(0, bytes, PROT_READ | PROT_WRITE,
                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (is_err((u64)nv))
-            die("out of memory", path, (i64)nv);
+        if (is_err((uptr)nv))
+            die("out of memory", path, (iptr)nv);
         char *strs = (char *)(nv + extra + rest + 1);
         rt_strlcpy(strs, script_interp, RT_PATH_MAX);
         rt_strlcpy(strs + RT_PATH_MAX, script_arg, RT_PATH_MAX);
@@ -492,14 +578,14 @@ __attribute__((noreturn, used)) void rt_main(u64 *sp) {
         gargc = k;
         path = strs;
     }
-    if (rt_elf_facts(fd, &prog.f, ~0UL, NULL) < 0)
-        die("not an x86-64 ELF executable", path, 0);
+    if (rt_elf_facts(fd, &prog.f, NO_OFFSET, NULL) < 0)
+        die("not an " ARCH_NAME " ELF executable", path, 0);
     if (prog.f.bad_trailer)
         die("invalid LITEBOX0 trailer", path, 0);
     remember_exe(fd, path);
     map_image(fd, path, &prog);
-    u64 entry = prog.bias + prog.f.entry;
-    u64 at_base = 0;
+    uptr entry = prog.bias + prog.f.entry;
+    uptr at_base = 0;
     if (prog.f.interp_len) {
         if (prog.f.interp_len >= RT_PATH_MAX ||
             rt_pread_full(fd, interp_path, prog.f.interp_len, prog.f.interp_off) != 0)
@@ -516,23 +602,23 @@ __attribute__((noreturn, used)) void rt_main(u64 *sp) {
 
     /* The initial stack, as the kernel lays it out: argc, argv, envp, auxv, then the strings. */
     int envc = (int)(e - envp);
-    u64 strsz = rt_strlen(execfn) + 1 + sizeof "x86_64" + 16;
+    uptr strsz = rt_strlen(execfn) + 1 + sizeof ARCH_PLATFORM + 16;
     for (int k = 0; k < gargc; k++)
         strsz += rt_strlen(gargv[k]) + 1;
     for (int k = 0; k < envc; k++)
         strsz += rt_strlen(envp[k]) + 1;
     strsz = (strsz + 15) & ~15UL;
-    u64 nwords = 1 + (u64)gargc + 1 + (u64)envc + 1 + 2 * 24;
-    u64 total = strsz + nwords * 8 + 64;
+    uptr nwords = 1 + (uptr)gargc + 1 + (uptr)envc + 1 + 2 * 24;
+    uptr total = strsz + nwords * sizeof(uptr) + 64;
     char *block = __builtin_alloca(total);
-    u64 top = ((u64)block + total) & ~15UL;
+    uptr top = ((uptr)block + total) & ~15UL;
     char *s = (char *)(top - strsz);
-    u64 *w = (u64 *)(((u64)s - nwords * 8) & ~15UL);
-    u64 *sp0 = w;
-    *w++ = (u64)gargc;
+    uptr *w = (uptr *)(((uptr)s - nwords * sizeof(uptr)) & ~15UL);
+    uptr *sp0 = w;
+    *w++ = (uptr)gargc;
     char *arg_start = s;
     for (int k = 0; k < gargc; k++) {
-        *w++ = (u64)s;
+        *w++ = (uptr)s;
         size_t len = rt_strlen(gargv[k]) + 1;
         memcpy(s, gargv[k], len);
         s += len;
@@ -540,7 +626,7 @@ __attribute__((noreturn, used)) void rt_main(u64 *sp) {
     *w++ = 0;
     char *env_start = s;
     for (int k = 0; k < envc; k++) {
-        *w++ = (u64)s;
+        *w++ = (uptr)s;
         size_t len = rt_strlen(envp[k]) + 1;
         memcpy(s, envp[k], len);
         s += len;
@@ -550,18 +636,23 @@ __attribute__((noreturn, used)) void rt_main(u64 *sp) {
     char *s_execfn = s;
     s += rt_strlcpy(s, execfn, RT_PATH_MAX) + 1;
     char *s_platform = s;
-    memcpy(s, "x86_64", sizeof "x86_64");
-    s += sizeof "x86_64";
+    memcpy(s, ARCH_PLATFORM, sizeof ARCH_PLATFORM);
+    s += sizeof ARCH_PLATFORM;
     char *s_random = s;
     if (sys3(NR_getrandom, s_random, 16, 0) != 16 && host_auxv[AT_RANDOM])
         memcpy(s_random, (void *)host_auxv[AT_RANDOM], 16);
-    u64 *auxv = w;
-#define AUX(t, v) (*w++ = (u64)(t), *w++ = (u64)(v))
+    uptr *auxv = w;
+#define AUX(t, v) (*w++ = (uptr)(t), *w++ = (uptr)(v))
+#ifdef __i386__
+    /* The i386 "vsyscall" entry, where gs:[0x10] then points (see sysinfo_image). */
+    AUX(AT_SYSINFO, rt_vsyscall);
+    AUX(AT_SYSINFO_EHDR, sysinfo_image());
+#endif
     AUX(AT_HWCAP, aux(AT_HWCAP, 0));
     AUX(AT_PAGESZ, PAGE);
     AUX(AT_CLKTCK, aux(AT_CLKTCK, 100));
     AUX(AT_PHDR, prog.bias + prog.f.phdr_vaddr);
-    AUX(AT_PHENT, sizeof(struct phdr64));
+    AUX(AT_PHENT, sizeof(struct phdr));
     AUX(AT_PHNUM, prog.f.phnum);
     AUX(AT_BASE, at_base);
     AUX(AT_FLAGS, 0);
@@ -580,10 +671,10 @@ __attribute__((noreturn, used)) void rt_main(u64 *sp) {
     AUX(AT_NULL, 0);
 #undef AUX
 
-    show_as(execfn, arg_start, env_start, env_end, auxv, (u64)((char *)w - (char *)auxv));
+    show_as(execfn, arg_start, env_start, env_end, auxv, (uptr)((char *)w - (char *)auxv));
     if (inherited)
         rt_cfg.filtered = 1;
     else
         install_filter();
-    rt_enter_guest(entry, (u64)sp0);
+    rt_enter_guest(entry, (uptr)sp0);
 }
