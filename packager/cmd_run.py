@@ -34,7 +34,8 @@ def run(
         Literal["auto", "redzone", "resume"],
         typer.Option(
             "--abi",
-            help="Stub ABI of the bundle: auto reads the manifest, else the stub bytes.",
+            help="Stub ABI of the bundle: auto reads the manifest, else the stub bytes. i386 "
+            "programs have a single stub form (the report says i386).",
         ),
     ] = "auto",
     trace: Annotated[
