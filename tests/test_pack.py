@@ -312,3 +312,31 @@ def test_i386_program_with_a_library_path_library(tmp_path: Path) -> None:
     assert "lib/ld-linux.so.2" in members
     report = audit_tar(tmp_path / "m.tar")
     assert report.abi == "i386" and report.failures("any") == []
+
+
+def test_two_packagers_share_one_cache_safely(tmp_path: Path) -> None:
+    """Two packagers filling the same empty cache at once: both succeed with identical tars, and
+    a third run, served from the cache, produces the same bytes."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "shared-cache")}
+    cmds = [
+        [str(EXE), "/usr/bin/python3", "-o", f"{name}.tar", "-q", "-j", "2"]
+        for name in ("one", "two")
+    ]
+    procs = [
+        subprocess.Popen(c, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for c in cmds
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    third = subprocess.run(
+        [str(EXE), "/usr/bin/python3", "-o", "three.tar", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert third.returncode == 0, third.stderr
+    assert json.loads(third.stdout)["cached"] >= 2  # libc and ld.so came from the cache
+    tars = {(tmp_path / f"{n}.tar").read_bytes() for n in ("one", "two", "three")}
+    assert len(tars) == 1
