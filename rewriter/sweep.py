@@ -24,9 +24,9 @@ from iced_x86 import Code, Decoder, DecoderError, Instruction
 CHUNK = 0x800000
 CHUNK_LOOKAHEAD = 14
 MAX_INSN = 15
-# Three instructions of up to 15 bytes each, plus prefixes before 0F 05: enough to hold every
-# instruction a backward or forward scan can borrow.
-WINDOW = 64
+# Room for three instructions of up to 15 bytes on each side of a syscall: the most a backward
+# or forward scan can borrow (it succeeds by the third instruction, each at least 1 byte long).
+REACH = 3 * 15 + 1
 # Fast segments are decoded in pieces of at most this many bytes: the decoder copies what it is
 # given, and a whole 100 MB text section would otherwise be copied twice at once.
 PIECE = 1 << 20
@@ -77,11 +77,12 @@ def _limit(pos: int, size: int) -> int:
     return min(size, chunk_end + CHUNK_LOOKAHEAD) if chunk_end < size else size
 
 
-def _boundaries(size: int, pairs: list[int]) -> list[tuple[int, int, bool]]:
-    """Split [0, size) into (start, stop, detailed) segments; chunk ends are always boundaries."""
+def _boundaries(size: int, spans: list[tuple[int, int]]) -> list[tuple[int, int, bool]]:
+    """Split [0, size) into (start, stop, detailed) segments: detailed around each candidate
+    ``(first possible start, pair)``; chunk ends are always boundaries."""
     windows: list[list[int]] = []
-    for p in pairs:
-        lo, hi = max(0, p - WINDOW), min(size, p + 2 + WINDOW)
+    for first, p in spans:
+        lo, hi = max(0, first - REACH), min(size, p + 2 + REACH)
         if windows and lo <= windows[-1][1]:
             windows[-1][1] = max(windows[-1][1], hi)
         else:
@@ -118,10 +119,12 @@ def sweep_section(
     result = SectionSweep()
     if pairs is None:
         pairs = find_pairs(bytes(code))
-    probe = {base + start for p in pairs for start in _possible_starts(code, p)}
+    starts = [_possible_starts(code, p) for p in pairs]
+    probe = {base + start for r in starts for start in r}
     pos = 0
     run: list[Instruction] | None = None
-    for _start, stop, detailed in _boundaries(size, pairs):
+    spans = [(r.start, p) for r, p in zip(starts, pairs, strict=True)]
+    for _start, stop, detailed in _boundaries(size, spans):
         if pos < stop:
             if detailed:
                 if run is None:
