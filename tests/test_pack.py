@@ -368,3 +368,11 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     assert "rewriting" in text and "checked, nothing to" in text
     piped = cli("/usr/bin/python3", "-o", "p.tar", "--no-cache", cwd=tmp_path)
     assert piped.returncode == 0 and "rewriting" not in piped.stderr and "files" in piped.stderr
+
+
+def test_a_path_that_does_not_fit_ustar_is_refused_before_writing(tmp_path: Path) -> None:
+    long_name = "/".join(["d" * 60] * 5) + "/file"  # no split fits name (100) + prefix (155)
+    res = cli("/bin/true", "-o", "x.tar", "--include", f"/etc/hostname:{long_name}", cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.count("\n") == 1 and "d" * 60 in res.stderr
+    assert not (tmp_path / "x.tar").exists() and not (tmp_path / "true.hooked").exists()
