@@ -58,6 +58,8 @@ typedef long long i64;
 #define NR_openat 295
 #define NR_fstatat64 300
 #define NR_readlinkat 305
+#define NR_chdir 12
+#define NR_getcwd 183
 #define NR_faccessat 307
 #define NR_process_vm_readv 347
 #define NR_seccomp 354

@@ -47,6 +47,8 @@ typedef long i64;
 #define NR_openat 257
 #define NR_newfstatat 262
 #define NR_readlinkat 267
+#define NR_chdir 80
+#define NR_getcwd 79
 #define NR_faccessat 269
 #define NR_getrandom 318
 #define NR_seccomp 317

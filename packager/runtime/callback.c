@@ -37,6 +37,7 @@ static const u8 special[RT_NCOUNT] = {
     [NR_munmap] = OWN,       [NR_clone] = OWN,          [NR_clone3] = OWN,
     [NR_fork] = OWN,         [NR_vfork] = OWN,          [NR_exit] = OWN,
     [NR_exit_group] = OWN,   [NR_rt_sigaction] = OWN,   [NR_rt_sigprocmask] = OWN,
+    [NR_chdir] = OWN,        [NR_getcwd] = OWN,
 #ifdef __i386__ /* the i386 ABI's older forms */
     [NR_stat64] = PATH0,     [NR_lstat64] = PATH0,      [NR_oldstat] = PATH0,
     [NR_oldlstat] = PATH0,   [NR_mmap2] = OWN,          [NR_signal] = OWN,
@@ -89,6 +90,8 @@ static iptr readlink_exe(char *buf, iptr size) {
     return n;
 }
 
+static const char *relative_bundle_path(const char *path, char *buf);
+
 /* A syscall whose argument number `idx` is a path: bundle first, host otherwise. */
 static iptr path_call(struct regs *r, uptr nr, int idx) {
     iptr a[6] = {(iptr)REG_A0(r), (iptr)REG_A1(r), (iptr)REG_A2(r),
@@ -104,8 +107,58 @@ static iptr path_call(struct regs *r, uptr nr, int idx) {
     }
     char buf[RT_PATH_MAX];
     const char *b = rt_bundle_path(path, buf);
+    /* dirfd is an int: the register's upper half is not part of it. */
+    if (!b && path && path[0] != '/' && (idx == 0 || (int)a[0] == AT_FDCWD))
+        b = relative_bundle_path(path, buf);
     a[idx] = (iptr)(b ? b : path);
     return sys6((iptr)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+/* --- the working directory ---------------------------------------------------------------------- */
+
+/* A path relative to a host working directory names a bundle file the way an absolute one does:
+ * files resolve in the bundle first. (Inside a bundle directory the kernel already finds them.) */
+static const char *relative_bundle_path(const char *path, char *buf) {
+    char abs[RT_PATH_MAX];
+    iptr n = sys2(NR_getcwd, abs, sizeof abs);
+    uptr len = rt_strlen(path);
+    if (n <= 1 || (uptr)n + len + 1 >= sizeof abs || rt_startswith(abs, rt_cfg.bundle))
+        return NULL;
+    abs[n - 1] = '/';
+    memcpy(abs + n, path, len + 1);
+    return rt_bundle_path(abs, buf);
+}
+
+/* A directory only the bundle has (an image's WORKDIR, say) becomes the working directory inside
+ * the bundle; directories the host has stay the host's, like every directory lookup here. */
+static iptr do_chdir(struct regs *r) {
+    const char *path = (const char *)REG_A0(r);
+    iptr ret = sys1(NR_chdir, path);
+    if (ret != -ENOENT || !path || path[0] != '/' || !rt_cfg.bundle_len)
+        return ret;
+    char buf[RT_PATH_MAX];
+    uptr n = rt_strlen(path);
+    if (n + rt_cfg.bundle_len >= RT_PATH_MAX)
+        return ret;
+    memcpy(buf, rt_cfg.bundle, rt_cfg.bundle_len);
+    memcpy(buf + rt_cfg.bundle_len, path, n + 1);
+    return sys1(NR_chdir, buf) == 0 ? 0 : ret;
+}
+
+/* getcwd inside the bundle answers with the path the guest knows, without the bundle's place. */
+static iptr do_getcwd(struct regs *r) {
+    char *out = (char *)REG_A0(r);
+    iptr n = sys2(NR_getcwd, out, REG_A1(r)); /* the length, terminating NUL included */
+    uptr bl = rt_cfg.bundle_len;
+    if (n <= 0 || !bl || !rt_startswith(out, rt_cfg.bundle) || (out[bl] != '/' && out[bl] != 0))
+        return n;
+    if (out[bl] == 0) {
+        out[0] = '/';
+        out[1] = 0;
+        return 2;
+    }
+    memmove(out, out + bl, (uptr)n - bl);
+    return n - (iptr)bl;
 }
 
 /* --- execve: back through the runtime ---------------------------------------------------------- */
@@ -636,6 +689,10 @@ static iptr do_special(struct regs *r, uptr nr, struct kucontext *uc) {
     case NR_execve:
     case NR_execveat:
         return do_execve(r, nr, uc);
+    case NR_chdir:
+        return do_chdir(r);
+    case NR_getcwd:
+        return do_getcwd(r);
     case NR_mmap:
 #ifdef __i386__
     case NR_mmap2:
