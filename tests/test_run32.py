@@ -11,7 +11,6 @@ dispatches ELF32 i386 files to its i386 scheme). Every subprocess has a timeout.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -29,10 +28,8 @@ from packager.runtime import build
 from packager.runtime.run import STRICT_STATUS
 
 from .bundle_util import make_bundle, tar_bundle
+from .test_run import ROOT, TIMEOUT, cli, native, under_run
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-c", "from packager.cli import main; main()"]
-TIMEOUT = 120
 LOADER32 = Path("/lib/ld-linux.so.2")
 LIBGCC32 = "/usr/lib32/libgcc_s.so.1"  # backtrace() loads it
 CALL_GS10 = bytes.fromhex("65ff1510000000")  # call dword ptr gs:[0x10]
@@ -47,42 +44,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@dataclass(frozen=True)
-class Outcome:
-    stdout: bytes
-    stderr: bytes
-    status: int
-
-    def __str__(self) -> str:
-        return (
-            f"status {self.status}\nstdout {self.stdout[-2000:]!r}\nstderr {self.stderr[-2000:]!r}"
-        )
-
-
 @dataclass
 class Case:
     argv: list[str]  # argv[0]: the program's absolute path (in the bundle and on the host)
     checks: Callable[[dict[str, Any]], None] | None = None
     extra: list[str] = field(default_factory=list)  # further files the bundle needs
-
-
-def native(argv: list[str], cwd: Path) -> Outcome:
-    res = subprocess.run(argv, capture_output=True, cwd=cwd, timeout=TIMEOUT)
-    return Outcome(res.stdout, res.stderr, res.returncode)
-
-
-def cli(args: list[str], cwd: Path) -> Outcome:
-    env = dict(os.environ, TMPDIR=str(cwd), PYTHONPATH=str(ROOT))
-    res = subprocess.run([*CLI, *args], capture_output=True, cwd=cwd, timeout=TIMEOUT, env=env)
-    return Outcome(res.stdout, res.stderr, res.returncode)
-
-
-def under_run(bundle: Path, argv: list[str], cwd: Path, *opts: str) -> tuple[Outcome, dict]:
-    report = cwd / "report.json"
-    report.unlink(missing_ok=True)
-    out = cli(["run", str(bundle), "--report", str(report), *opts, "--", *argv], cwd)
-    doc = json.loads(report.read_text()) if report.exists() else {}
-    return out, doc
 
 
 def real_libc32(program: Path) -> str:
