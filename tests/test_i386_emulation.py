@@ -106,12 +106,12 @@ class Machine:
         uc = self.uc
         elf = read_elf32(data)
         pages: set[int] = set()
-        for _, va, _, memsz in elf.loads:
-            pages.update(range(va // PAGE, align(va + memsz, PAGE) // PAGE))
+        for p in elf.loads:
+            pages.update(range(p.vaddr // PAGE, align(p.vaddr + p.memsz, PAGE) // PAGE))
         for lo, hi in _runs(sorted(pages)):
             uc.mem_map(lo * PAGE, (hi - lo) * PAGE, UC_PROT_ALL)
-        for off, va, filesz, _ in elf.loads:
-            uc.mem_write(va, data[off : off + filesz])
+        for p in elf.loads:
+            uc.mem_write(p.vaddr, data[p.offset : p.offset + p.filesz])
         if res is not None:
             t = res.trailer
             assert t is not None and t.bits == 32

@@ -22,84 +22,21 @@ from capstone.x86 import X86_OP_IMM, X86_OP_MEM, X86_REG_EAX
 
 from rewriter import Abi, Outcome, RewriteResult, Site, Strategy, rewrite_elf
 from tests.conftest import BuildSample
+from tests.independent_elf import PAGE, Elf, align, read_elf
 from tests.test_rewriter_capstone import branch_target
 
 LIBC32 = "/lib32/libc.so.6"
 LDSO32 = "/lib32/ld-linux.so.2"
-PAGE = 0x1000
 SLOT_SIZE = 4
 U32 = 1 << 32
-PT_LOAD = 1
-SHT_PROGBITS = 1
-SHF_ALLOC_EXEC = 0x2 | 0x4
 # Mnemonics after which a linear flow does not simply continue (iced: any flow but Next).
 CONTROL = re.compile(r"^(j|call$|ret|iret|int|into$|loop|ud[012]$|sys|xbegin$|xabort$|xend$)")
 
 
-# --- an ELF32 reader of our own -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Sec:
-    name: str
-    type: int
-    flags: int
-    addr: int
-    offset: int
-    size: int
-
-
-@dataclass(frozen=True)
-class Elf32:
-    loads: tuple[tuple[int, int, int, int], ...]  # (offset, vaddr, filesz, memsz)
-    sections: tuple[Sec, ...]
-
-    @property
-    def texts(self) -> list[Sec]:
-        want = SHF_ALLOC_EXEC
-        return [s for s in self.sections if s.type == SHT_PROGBITS and s.flags & want == want]
-
-    def offset_of(self, vaddr: int, size: int = 1) -> int:
-        for off, va, filesz, _ in self.loads:
-            if va <= vaddr and vaddr + size <= va + filesz:
-                return off + (vaddr - va)
-        raise AssertionError(f"{vaddr:#x} is not backed by the file")
-
-    def bytes_at(self, data: bytes, vaddr: int, size: int) -> bytes:
-        off = self.offset_of(vaddr, size)
-        return data[off : off + size]
-
-    @property
-    def blob_vaddr(self) -> int:
-        """Reference §2.1: the page-aligned end of the highest PT_LOAD."""
-        return align(max(va + memsz for _, va, _, memsz in self.loads), PAGE)
-
-
-def align(n: int, a: int) -> int:
-    return (n + a - 1) // a * a
-
-
-def read_elf32(data: bytes) -> Elf32:
-    assert data[:6] == b"\x7fELF\x01\x01", "ELF32 LE expected"
-    assert struct.unpack_from("<H", data, 18)[0] == 3, "i386 expected"
-    phoff, shoff = struct.unpack_from("<II", data, 28)
-    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", data, 42)
-    loads = []
-    for k in range(phnum):
-        p_type, off, vaddr, _, filesz, memsz = struct.unpack_from(
-            "<IIIIII", data, phoff + k * phentsize
-        )
-        if p_type == PT_LOAD:
-            loads.append((off, vaddr, filesz, memsz))
-    raw = [struct.unpack_from("<IIIIII", data, shoff + k * shentsize) for k in range(shnum)]
-    names_at = raw[shstrndx][4]
-    secs = []
-    for name, typ, flags, addr, off, size in raw:
-        start = names_at + name
-        secs.append(
-            Sec(data[start : data.index(b"\0", start)].decode(), typ, flags, addr, off, size)
-        )
-    return Elf32(tuple(loads), tuple(secs))
+def read_elf32(data: bytes) -> Elf:
+    elf = read_elf(data)
+    assert (elf.bits, elf.machine) == (32, 3), "ELF32 i386 expected"
+    return elf
 
 
 def symbols(path: str | Path, table: str = ".symtab") -> dict[str, int]:
@@ -276,7 +213,7 @@ def test_each_window_follows_section_4_3(binaries: dict[str, str], name: str) ->
         assert not any(start < t < end for t in sw.targets), hex(site.address)
 
 
-def check_stub(data: bytes, out: bytes, elf: Elf32, site: Site, slot: int) -> None:
+def check_stub(data: bytes, out: bytes, elf: Elf, site: Site, slot: int) -> None:
     start, end = site.window
     where = f"site {site.address:#x}"
     assert site.stub_vaddr is not None, where

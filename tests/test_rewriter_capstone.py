@@ -19,7 +19,6 @@ code; test_rewriter_real.py and test_rewriter_emulation.py reuse them.
 from __future__ import annotations
 
 import functools
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +38,9 @@ from capstone.x86 import X86_OP_IMM, X86_OP_MEM, X86_OP_REG, X86_REG_RIP
 
 from rewriter import Abi, RewriteResult, Strategy, rewrite_elf
 from tests.conftest import BuildSample
+from tests.independent_elf import read_elf
 
-PAGE = 0x1000
 SLOT_SIZE = 8
-PT_LOAD = 1
-SHT_PROGBITS = 1
-SHF_ALLOC_EXEC = 0x2 | 0x4
 CONTROL_GROUPS = {CS_GRP_JUMP, CS_GRP_CALL, CS_GRP_RET, CS_GRP_INT, CS_GRP_IRET}
 # Instructions that end a linear flow but that capstone files under no group.
 CONTROL_MNEMONICS = {"ud0", "ud1", "ud2"}
@@ -53,83 +49,6 @@ ABIS = [Abi.REDZONE, Abi.RESUME]
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 LDSO = "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
-
-
-# --- an ELF64 reader of our own (the rewriter's ElfFile is the code under test) ------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Load:
-    flags: int
-    offset: int
-    vaddr: int
-    filesz: int
-    memsz: int
-
-
-@dataclass(frozen=True, slots=True)
-class Sec:
-    name: str
-    type: int
-    flags: int
-    addr: int
-    offset: int
-    size: int
-
-
-@dataclass(frozen=True)
-class Elf:
-    loads: tuple[Load, ...]
-    sections: tuple[Sec, ...]
-
-    @property
-    def texts(self) -> list[Sec]:
-        return [
-            s
-            for s in self.sections
-            if s.type == SHT_PROGBITS and s.flags & SHF_ALLOC_EXEC == SHF_ALLOC_EXEC
-        ]
-
-    def bytes_at(self, data: bytes, vaddr: int, size: int) -> bytes:
-        off = self.offset_of(vaddr, size)
-        return data[off : off + size]
-
-    def offset_of(self, vaddr: int, size: int = 1) -> int:
-        """File offset of ``vaddr`` through the PT_LOAD that holds its file bytes."""
-        for p in self.loads:
-            if p.vaddr <= vaddr and vaddr + size <= p.vaddr + p.filesz:
-                return p.offset + (vaddr - p.vaddr)
-        raise AssertionError(f"{vaddr:#x} is not backed by file bytes")
-
-    @property
-    def blob_vaddr(self) -> int:
-        """Reference §2.1: the page-aligned end of the highest PT_LOAD."""
-        return align(max(p.vaddr + p.memsz for p in self.loads), PAGE)
-
-
-def align(n: int, a: int) -> int:
-    return (n + a - 1) // a * a
-
-
-def read_elf(data: bytes) -> Elf:
-    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "ELF64 LE expected"
-    phoff, shoff = struct.unpack_from("<QQ", data, 32)
-    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", data, 54)
-    loads = []
-    for k in range(phnum):
-        p_type, flags, off, vaddr, _paddr, filesz, memsz = struct.unpack_from(
-            "<IIQQQQQ", data, phoff + k * phentsize
-        )
-        if p_type == PT_LOAD:
-            loads.append(Load(flags, off, vaddr, filesz, memsz))
-    raw = [struct.unpack_from("<IIQQQQ", data, shoff + k * shentsize) for k in range(shnum)]
-    strtab_off = raw[shstrndx][4] if shnum else 0
-    secs = []
-    for name_off, typ, flags, addr, off, size in raw:
-        start = strtab_off + name_off
-        name = data[start : data.index(b"\0", start)].decode()
-        secs.append(Sec(name, typ, flags, addr, off, size))
-    return Elf(tuple(loads), tuple(secs))
 
 
 # --- capstone --------------------------------------------------------------------------------

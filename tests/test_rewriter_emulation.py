@@ -50,7 +50,8 @@ from unicorn import x86_const as X
 from rewriter import Abi, RewriteResult, Site, Strategy, rewrite_elf
 from tests.conftest import BuildSample
 from tests.elfbuild import CODE_VADDR, SLOT, tiny_elf
-from tests.test_rewriter_capstone import ABIS, BINARIES, PAGE, align, read_elf, real_binaries
+from tests.independent_elf import PAGE, align, read_elf
+from tests.test_rewriter_capstone import ABIS, BINARIES, real_binaries
 
 GPRS = {
     "rax": X.UC_X86_REG_RAX,

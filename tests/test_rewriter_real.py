@@ -22,19 +22,8 @@ from rewriter import (
     rewrite_elf,
 )
 from tests.conftest import BuildSample
-from tests.test_rewriter_capstone import (
-    ABIS,
-    CS,
-    LDSO,
-    LIBC,
-    PAGE,
-    SLOT_SIZE,
-    Elf,
-    align,
-    read_elf,
-    rewritten,
-    sweep,
-)
+from tests.independent_elf import PAGE, Elf, align, read_elf
+from tests.test_rewriter_capstone import ABIS, CS, LDSO, LIBC, SLOT_SIZE, rewritten, sweep
 
 TRAILER = struct.Struct("<8sQQQ")
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
