@@ -143,6 +143,7 @@ class Closure:
     missing: list[tuple[str, str]]  # (name, needed_by)
     reasons: dict[tuple[str, str], str] = field(default_factory=dict)  # when not "not found"
     by_input: list[InputClosure] = field(default_factory=list)  # parallel to ``inputs``
+    bits: int | None = None  # ELF class of the programs (None when no input is an ELF program)
 
     def raise_if_missing(self) -> None:
         if self.missing:
@@ -915,6 +916,7 @@ class _Walker:
             missing=list(self.missing),
             reasons=dict(self.reasons),
             by_input=list(self.by_input),
+            bits=self.model.bits if self.model is not None else None,
         )
 
 

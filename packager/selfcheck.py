@@ -46,7 +46,7 @@ def check_self_contained(plan: Plan, closure: Closure) -> Extra:
                 for name in _names(f, closure)
             }
         )
-        flags = FLAGS_X86_64 if _is64(closure) else FLAG_ELF_LIBC6
+        flags = FLAG_ELF_LIBC6 if closure.bits == 32 else FLAGS_X86_64
         cache = build_ldcache(CacheEntry(name, path, flags) for name, path in entries)
         if BUNDLE_CACHE in source_of:
             raise UserError(f"the bundle cannot load its libraries: {problems[0]}")
@@ -58,19 +58,6 @@ def check_self_contained(plan: Plan, closure: Closure) -> Extra:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise UserError(f"the bundle cannot load its libraries: {problems[0]}{more}")
     return [(BUNDLE_CACHE, cache, 0o644)]
-
-
-def _is64(closure: Closure) -> bool:
-    """The class of the bundle's programs (the walker refuses to mix classes)."""
-    for lib in [*closure.libraries, *closure.inputs]:
-        try:
-            with open(lib.realpath, "rb") as fh:
-                head = fh.read(5)
-        except OSError:
-            continue
-        if head[:4] == b"\x7fELF":
-            return head[4] == 2
-    return True
 
 
 def _input_paths(plan: Plan, closure: Closure) -> list[str]:
