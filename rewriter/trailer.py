@@ -19,10 +19,6 @@ PAGE = 0x1000
 _FORMS = {64: ("<8sQQQ", 32, 1 << 64), 32: ("<8sIII", 20, 1 << 32)}
 
 
-def header_size(bits: int) -> int:
-    return _FORMS[bits][1]
-
-
 @dataclass(frozen=True, slots=True)
 class Trailer:
     file_offset: int
@@ -37,10 +33,6 @@ class Trailer:
     def pack(self) -> bytes:
         fmt, _, _ = _FORMS[self.bits]
         return struct.pack(fmt, MAGIC, self.file_offset, self.vaddr, self.size)
-
-
-def marker(bits: int = 64) -> Trailer:
-    return Trailer(0, 0, 0, bits)
 
 
 class TrailerState(Enum):

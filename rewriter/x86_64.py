@@ -40,10 +40,6 @@ LEA_R11 = b"\x4c\x8d\x1d"  # lea r11, [rip+d32]
 LEA_RCX = b"\x48\x8d\x0d"  # lea rcx, [rip+d32]
 JMP_SLOT = b"\xff\x25"  # jmp qword ptr [rip+d32]
 
-# Bytes between the start of the stub part that enters the runtime and the displaced
-# instructions of strategy (b): redzone 5+7+7+6, resume 7+6.
-ENTRY_LEN = {Abi.REDZONE: 25, Abi.RESUME: 13}
-
 
 def entry_sequence(abi: Abi, at: int, slot: int, restart: int, cont: int | None) -> bytes:
     """The part of a stub that enters the runtime, placed at ``at``.
