@@ -7,11 +7,9 @@ Entries are written to a temporary name and renamed, so two packagers may share 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ from typing import Any
 import rewriter
 
 from . import __version__
+from .errors import UserError
+from .fsutil import write_atomic
 
 
 def cache_root() -> Path:
@@ -74,20 +74,8 @@ class RewriteCache:
             data_path.parent.mkdir(parents=True, exist_ok=True)
             # Data first, then the metadata that vouches for it: a reader never sees meta
             # without its data.
-            _atomic_write(data_path, data)
-            _atomic_write(meta_path, json.dumps(meta, sort_keys=True).encode())
-        except OSError:
+            write_atomic(data_path, data)
+            write_atomic(meta_path, json.dumps(meta, sort_keys=True).encode())
+        except (OSError, UserError):
             return None  # a cache that cannot be written is only slower
         return data_path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
