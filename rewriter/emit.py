@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from .common import JMP_LEN, JMP_REL32, NOP, Abi, Strategy, rel32
+from .elf import ElfError, ElfFile
 from .errors import RewriteError, UnpatchableSyscallsError
 from .fork_patch import ForkPatch, fork_jump
 from .result import Outcome, RewriteResult, Site
@@ -63,6 +64,16 @@ class Windows:
         lo = bisect.bisect_left(self._items, (start - self.MAX_LEN, 0))
         hi = bisect.bisect_left(self._items, (end, 0))
         return [w for w in self._items[lo:hi] if w[1] > start]
+
+
+def trampoline_vaddr(elf: ElfFile) -> int:
+    """Reference §2.1: the page-aligned end of the highest PT_LOAD (entries whose end does not
+    fit the class are ignored, as upstream does); ``emit_patched`` checks the result fits."""
+    limit = 1 << elf.bits
+    ends = [s.vaddr + s.memsz for s in elf.loads if s.vaddr + s.memsz < limit]
+    if not ends:
+        raise ElfError("no PT_LOAD segments")
+    return (max(ends) + PAGE - 1) // PAGE * PAGE
 
 
 def emit_patched(

@@ -26,11 +26,11 @@ from iced_x86 import Code, Decoder, FlowControl, Instruction, OpKind, Register
 
 from .common import JMP_LEN, JMP_REL32, NOP, TRAP, Abi, Strategy
 from .elf import SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC, ElfFile, Section
-from .emit import Patch, SiteWork, emit_patched
+from .emit import Patch, SiteWork, emit_patched, trampoline_vaddr
 from .errors import RewriteError
 from .fork_patch import ForkPatch, plan_fork_patch
 from .result import Outcome, RewriteResult, marker_result, unchanged
-from .trailer import PAGE, TrailerState, check_trailer
+from .trailer import TrailerState, check_trailer
 
 if TYPE_CHECKING:
     from .rewrite import Policy
@@ -273,13 +273,6 @@ def plan(run: Run, i: int, targets: set[int], stub_at: int, slot: int) -> Patch 
 
 
 # --- the whole file ------------------------------------------------------------------------------
-
-
-def trampoline_vaddr(elf: ElfFile) -> int:
-    ends = [s.vaddr + s.memsz for s in elf.loads]
-    if not ends:
-        raise RewriteError("no PT_LOAD segments")
-    return (max(ends) + PAGE - 1) // PAGE * PAGE
 
 
 def plan_fork_patch_32(elf: ElfFile, data: bytes) -> ForkPatch | None:

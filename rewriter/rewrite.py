@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 from . import sweep
 from .common import TRAP, Abi
-from .elf import EM_386, EM_X86_64, ET_REL, PT_PHDR, ElfError, ElfFile
-from .emit import Patch, SiteWork, emit_patched
+from .elf import EM_386, EM_X86_64, ET_REL, PT_PHDR, ElfFile
+from .emit import Patch, SiteWork, emit_patched, trampoline_vaddr
 from .errors import RewriteError
 from .fork_patch import plan_fork_patch
 from .result import Outcome, RewriteResult, marker_result, unchanged
-from .trailer import PAGE, TrailerState, check_trailer
+from .trailer import TrailerState, check_trailer
 from .x86_64 import plan_after, plan_before
 
 Policy = Literal["fail", "trap", "keep"]
@@ -90,7 +90,7 @@ def rewrite_elf(
         return marker_result(data, 64, candidates)
 
     del codes, view
-    blob_vaddr = _trampoline_vaddr(elf)
+    blob_vaddr = trampoline_vaddr(elf)
     refuse = abi is Abi.REDZONE  # resume keeps upstream's overlapping windows, for byte parity
 
     def plans(run: list[Any], i: int) -> Callable[[int], Iterator[Patch]]:
@@ -116,20 +116,6 @@ def rewrite_elf(
         fork=lambda: plan_fork_patch(elf, fixed) if fork_patch else None,
         candidates=candidates,
     )
-
-
-def _align(n: int, a: int) -> int:
-    return (n + a - 1) // a * a
-
-
-def _trampoline_vaddr(elf: ElfFile) -> int:
-    ends = [s.vaddr + s.memsz for s in elf.loads if s.vaddr + s.memsz < 1 << 64]
-    if not ends:
-        raise ElfError("no PT_LOAD segments")
-    vaddr = _align(max(ends), PAGE)
-    if vaddr >= 1 << 64:
-        raise RewriteError("trampoline address overflows")
-    return vaddr
 
 
 def _fix_phdr_alignment(elf: ElfFile, data: bytes) -> bytes:
