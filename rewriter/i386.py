@@ -264,17 +264,6 @@ def plan_before_and_after(
 PLANS = (plan_before, plan_after, plan_before_and_after)
 
 
-def plan(run: Run, i: int, targets: set[int], stub_at: int, slot: int) -> Patch | None:
-    for attempt in PLANS:
-        patch = attempt(run, i, targets, stub_at, slot)
-        if patch is not None:
-            return patch
-    return None
-
-
-# --- the whole file ------------------------------------------------------------------------------
-
-
 def plan_fork_patch_32(elf: ElfFile, data: bytes) -> ForkPatch | None:
     """The shared fork→vfork plan, with an ENDBR32 at fork's entry kept like ENDBR64."""
     fork = plan_fork_patch(elf, data)
@@ -322,9 +311,10 @@ def rewrite_i386(
 
     def plans(run: Run, i: int) -> Callable[[int], Iterator[Patch]]:
         def candidates_at(stub_at: int) -> Iterator[Patch]:
-            patch = plan(run, i, targets, stub_at, slot)
-            if patch is not None:
-                yield patch
+            for attempt in PLANS:  # the strategies in upstream's order; the first that fits wins
+                patch = attempt(run, i, targets, stub_at, slot)
+                if patch is not None:
+                    yield patch
 
         return candidates_at
 
