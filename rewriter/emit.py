@@ -122,7 +122,7 @@ def emit_patched(
             continue
         # Windows come from the original decode, as upstream's did: a later one may overwrite an
         # earlier jump. Where that is allowed (byte parity), say so.
-        for w in windows.overlapping(patch.start, patch.end):
+        for w in () if refuse_overlap else windows.overlapping(patch.start, patch.end):
             warnings.append(
                 f"site {addr:#x}: window [{patch.start:#x}, {patch.end:#x}) overlaps "
                 f"[{w[0]:#x}, {w[1]:#x}) (kept for upstream byte parity)"
