@@ -36,7 +36,6 @@ JSON (``AuditReport.to_json``; ``audit_format`` changes only with incompatible c
 from __future__ import annotations
 
 import hashlib
-import json
 import lzma
 import tarfile
 import zlib
@@ -54,6 +53,8 @@ from rewriter.trailer import Trailer
 
 from . import __version__
 from .errors import UserError
+from .fsutil import open_input
+from .jsonload import loads
 
 MANIFEST_PATH = "litebox/manifest.json"
 AUDIT_FORMAT = 1
@@ -456,15 +457,11 @@ def _read_member(
 def audit_tar(path: str | Path) -> AuditReport:
     """Read ``path`` as a tar (any format, optionally compressed) and audit every member."""
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such file")
-    if p.is_dir():
-        raise UserError(f"{p}: is a directory, not a tar archive")
     report = AuditReport(str(p))
     manifest_bytes: bytes | None = None
     seen: dict[str, str] = {}
     try:
-        with p.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
+        with open_input(p) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
             for ti in tf:
                 key = member_key(ti.name)
                 if not ti.isreg():
@@ -513,9 +510,9 @@ def audit_tar(path: str | Path) -> AuditReport:
 def parse_manifest(data: bytes) -> ManifestInfo:
     """Read the manifest tolerantly: a broken manifest is reported, never fatal."""
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return ManifestInfo(False, f"not valid JSON ({e})")
+        doc = loads(data, "manifest")
+    except UserError as e:
+        return ManifestInfo(False, str(e).removeprefix("manifest: "))
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
         return ManifestInfo(False, "no 'files' list")
     opts = doc.get("options") if isinstance(doc.get("options"), dict) else {}

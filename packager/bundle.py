@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 from . import __version__
 from .cache import cache_root
-from .fsutil import atomic_output
+from .fsutil import atomic_output, check_output, work_dir
 from .plan import MANIFEST_PATH, Plan, PlannedFile
 from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, run_job
 from .tarball import UstarWriter, validate_paths
@@ -145,9 +144,7 @@ def write_bundle(
     summary = BundleSummary(str(output), str(hooked) if hooked else None)
     entries: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
-        spool = stack.enter_context(
-            tempfile.TemporaryDirectory(prefix=".litebox-pack-", dir=output.parent or ".")
-        )
+        spool = stack.enter_context(work_dir(check_output(output), ".litebox-pack-", output))
         # Entered before the tar, so it is renamed into place after the tar is complete; an
         # error while streaming removes both temporary files.
         main_fh = stack.enter_context(atomic_output(hooked, 0o755)) if hooked else None
@@ -186,6 +183,6 @@ def write_bundle(
         tar.add(MANIFEST_PATH, text.encode() + b"\n", 0o644)
         summary.entries = tar.entries
     summary.files = len(plan.files)
-    summary.size = os.path.getsize(output)
+    summary.size = tar.offset  # closed: the whole archive, also when it went to a stream
     summary.seconds = time.monotonic() - start
     return summary

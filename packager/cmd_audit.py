@@ -54,6 +54,7 @@ def audit(
     bundle: Annotated[
         Path,
         typer.Argument(
+            readable=False,
             help="The tar to audit (any tar; gzip/xz too).",
             metavar="BUNDLE.tar",
             show_default=False,

@@ -63,11 +63,14 @@ def tree_lines(closure: Closure) -> Iterator[str]:
 @user_errors
 def deps(
     inputs: Annotated[
-        list[Path], typer.Argument(help="Programs, libraries or scripts.", show_default=False)
+        list[Path],
+        typer.Argument(readable=False, help="Programs, libraries or scripts.", show_default=False),
     ],
     root: Annotated[
         Path | None,
-        typer.Option("--root", help="Resolve everything inside DIR (a sysroot or rootfs)."),
+        typer.Option(
+            "--root", readable=False, help="Resolve everything inside DIR (a sysroot or rootfs)."
+        ),
     ] = None,
     library_path: Annotated[
         str | None,

@@ -18,7 +18,7 @@ from .bundle import BundleSummary, write_bundle
 from .bundle import Progress as ProgressFn
 from .console import print_json, stderr, user_errors, warn
 from .errors import UsageError, UserError
-from .fsutil import check_output
+from .fsutil import STDOUT, output_dir, output_target
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
 from .plan import Plan, PlannedFile, build_plan
 from .resolve import resolve
@@ -37,11 +37,18 @@ def register(app: typer.Typer) -> None:
 def pack(
     inputs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Programs (ELF or #! scripts) to package.", show_default=False),
+        typer.Argument(
+            readable=False, help="Programs (ELF or #! scripts) to package.", show_default=False
+        ),
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="The tar to write (default: FIRST_INPUT_NAME.tar)."),
+        typer.Option(
+            "-o",
+            "--output",
+            readable=False,
+            help="The tar to write (default: FIRST_INPUT_NAME.tar).",
+        ),
     ] = None,
     include: Annotated[
         list[str] | None,
@@ -71,6 +78,7 @@ def pack(
         Path | None,
         typer.Option(
             "--root",
+            readable=False,
             help="Resolve and read everything inside DIR (a sysroot or unpacked "
             "rootfs), never from the host.",
         ),
@@ -86,6 +94,7 @@ def pack(
         Path | None,
         typer.Option(
             "--main-out",
+            readable=False,
             help="Where to write the rewritten main binary (default: NAME.hooked beside the tar).",
         ),
     ] = None,
@@ -111,6 +120,7 @@ def pack(
         Path | None,
         typer.Option(
             "--oci-archive",
+            readable=False,
             metavar="FILE",
             help="Package an image from a `docker save` tar or an OCI image-layout tar.",
             rich_help_panel="Container images",
@@ -120,6 +130,7 @@ def pack(
         Path | None,
         typer.Option(
             "--oci-layout",
+            readable=False,
             metavar="DIR",
             help="Package an image from an OCI image-layout directory.",
             rich_help_panel="Container images",
@@ -129,6 +140,7 @@ def pack(
         Path | None,
         typer.Option(
             "--rootfs",
+            readable=False,
             metavar="DIR",
             help="Package an unpacked root file system tree.",
             rich_help_panel="Container images",
@@ -138,6 +150,7 @@ def pack(
         Path | None,
         typer.Option(
             "--image-config",
+            readable=False,
             metavar="FILE",
             help="With --rootfs: the image config JSON (Env, WorkingDir, Entrypoint, Cmd) for "
             "litebox/config.json and config_and_run.sh.",
@@ -205,6 +218,8 @@ def pack(
     packaged instead, with litebox/config_and_run.sh to start it.
     Nothing is written when anything fails.
     """
+    if json_out and str(output) == STDOUT:
+        raise UsageError("-o - writes the tar to standard output; --json cannot go there too")
     image_sources = [oci_image, oci_archive, oci_layout, rootfs]
     if sum(s is not None for s in image_sources) + bool(inputs) > 1:
         raise UsageError(
@@ -272,8 +287,7 @@ def pack(
     if root is not None and not root.is_dir():
         raise UserError(f"--root {root}: not a directory")
     out = output or Path(inputs[0].name + ".tar")
-    check_output(out)
-    if out.suffix != ".tar":
+    if not output_target(out).stream and out.suffix != ".tar":
         warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
     dirs = [d for d in (library_path or "").split(":") if d]
     closure = resolve([str(p) for p in inputs], root=str(root) if root else None, library_path=dirs)
@@ -285,9 +299,9 @@ def pack(
         no_rewrite=no_rewrite or [],
     )
     extra = check_self_contained(plan, closure)
-    hooked = None if no_main_out else (main_out or out.parent / (inputs[0].name + ".hooked"))
+    hooked = None if no_main_out else (main_out or output_dir(out) / (inputs[0].name + ".hooked"))
     if hooked is not None:
-        check_output(hooked)
+        output_target(hooked)
     options = RewriteOptions(abi, unpatchable, not no_fork_patch)
     show = not quiet and not json_out
     with _progress(plan, enabled=show and sys.stderr.isatty()) as on_file:
@@ -323,9 +337,9 @@ def _pack_image(
     from .oci.build import RUN_ARGS, default_output, prepare
 
     # Absolute: prepare() runs the block inside its staging directory.
-    out = Path(os.path.abspath(output or default_output(request)))
-    check_output(out)
-    if out.suffix != ".tar":
+    given = output or Path(default_output(request))
+    out = given if str(given) == STDOUT else Path(os.path.abspath(given))
+    if not output_target(out).stream and out.suffix != ".tar":
         warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
     show = not quiet and not json_out
     with prepare(request) as prepared:

@@ -12,7 +12,7 @@ from rewriter import Abi, Outcome, RewriteError, rewrite_elf
 
 from .console import print_json, user_errors
 from .errors import UserError
-from .fsutil import read_input, write_atomic
+from .fsutil import STDOUT, read_input, write_atomic
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
 
 
@@ -22,10 +22,17 @@ def register(app: typer.Typer) -> None:
 
 @user_errors
 def rewrite(
-    input: Annotated[Path, typer.Argument(help="The ELF file to rewrite.", show_default=False)],
+    input: Annotated[
+        Path, typer.Argument(readable=False, help="The ELF file to rewrite.", show_default=False)
+    ],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Where to write the result (default: INPUT.hooked)."),
+        typer.Option(
+            "-o",
+            "--output",
+            readable=False,
+            help="Where to write the result (default: INPUT.hooked).",
+        ),
     ] = None,
     abi: AbiOpt = Abi.REDZONE,
     unpatchable: UnpatchableOpt = "fail",
@@ -48,6 +55,7 @@ def rewrite(
         print_json({"input": str(input), "output": str(out), **result.to_json()})
     else:
         note = "" if result.outcome is not Outcome.UNCHANGED else " (copied as is)"
-        typer.echo(f"{input} -> {out}: {result.summary()}{note}")
+        # With -o - the ELF is on stdout: the summary goes to stderr.
+        typer.echo(f"{input} -> {out}: {result.summary()}{note}", err=str(out) == STDOUT)
         for w in result.warnings:
             typer.echo(f"warning: {w}", err=True)

@@ -19,7 +19,9 @@ def run(
     bundle: Annotated[
         Path,
         typer.Argument(
-            help="The bundle: a .tar or a directory laid out like one.", show_default=False
+            readable=False,
+            help="The bundle: a .tar or a directory laid out like one.",
+            show_default=False,
         ),
     ],
     command: Annotated[
@@ -53,6 +55,7 @@ def run(
         Path | None,
         typer.Option(
             "--report",
+            readable=False,
             help="Write a JSON report: syscalls by name, distinct sites, escapes.",
             show_default=False,
         ),
@@ -61,6 +64,7 @@ def run(
         Path | None,
         typer.Option(
             "--hooked",
+            readable=False,
             help="Run this rewritten main binary (APP.hooked, written beside the tar) "
             "the way LiteBox's runner does.",
             show_default=False,

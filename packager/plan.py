@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, UserError
+from .fsutil import require_regular
 from .resolve import Closure, Library, confined_realpath
 from .tarball import tar_path
 
@@ -101,6 +102,7 @@ def _walk_include(base: Path, target: str) -> list[tuple[str, str]]:
     """Files of an include: the file itself, or every regular file below a directory (sorted,
     symlinks followed: the tar filesystem has none)."""
     if not base.is_dir():
+        require_regular(base, "--include")
         return [(str(base), target)]
     out = []
     for dirpath, dirnames, filenames in os.walk(base, followlinks=True):

@@ -18,6 +18,7 @@ from rewriter import Abi, RewriteError, RewriteResult, rewrite_elf
 
 from .cache import RewriteCache, cache_key
 from .errors import UserError
+from .fsutil import open_input
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -67,7 +68,7 @@ def describe(result: RewriteResult) -> dict[str, Any]:
 def _stat_and_hash(source: str) -> tuple[int, int, str, bytes]:
     """(mode & 0o777, size, sha256, first 4 bytes), streaming; UserError when unreadable."""
     try:
-        with open(source, "rb") as fh:
+        with open_input(source) as fh:
             st = os.fstat(fh.fileno())
             head = fh.read(4)
             fh.seek(0)
@@ -100,8 +101,9 @@ def cached_result(job: Job, options: RewriteOptions, cache_dir: str | None) -> F
 def run_job(job: Job, options: RewriteOptions, cache_dir: str | None, spool_dir: str) -> FileResult:
     """Rewrite one file into the cache (or the spool) and describe it. Raises UserError."""
     try:
-        data = Path(job.source).read_bytes()
-        mode = os.stat(job.source).st_mode & 0o777
+        with open_input(job.source) as fh:
+            mode = os.fstat(fh.fileno()).st_mode & 0o777
+            data = fh.read()
     except OSError as e:
         raise UserError(f"{job.source}: cannot read: {e.strerror or e}") from None
     sha_in = hashlib.sha256(data).hexdigest()
@@ -125,7 +127,10 @@ def run_job(job: Job, options: RewriteOptions, cache_dir: str | None, spool_dir:
         )
         if stored is not None:
             return FileResult(job.source, mode, sha_in, sha_out, str(stored), size, outcome)
-    fd, spool = tempfile.mkstemp(dir=spool_dir)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(result.data)
+    try:
+        fd, spool = tempfile.mkstemp(dir=spool_dir)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(result.data)
+    except OSError as e:
+        raise UserError(f"{job.source}: cannot spool its rewrite: {e.strerror or e}") from None
     return FileResult(job.source, mode, sha_in, sha_out, spool, size, outcome, temporary=True)

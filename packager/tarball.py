@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 from .errors import UserError
+from .fsutil import Writable
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # GNU tar's default blocking; also the size of LiteBox's built-in empty tar
@@ -174,7 +175,7 @@ class UstarWriter:
     needs only ``write``, so pipes work; the caller opens and closes it.
     """
 
-    def __init__(self, fileobj: BinaryIO) -> None:
+    def __init__(self, fileobj: Writable) -> None:
         self._f = fileobj
         self._files: set[str] = set()
         self._dirs: dict[str, str] = {}

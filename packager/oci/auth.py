@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..console import warn
 from ..errors import UsageError, UserError
+from ..jsonload import loads
 from .reference import DOCKER_HUB
 
 # Docker Hub's entry in config.json predates the docker.io name.
@@ -52,7 +52,7 @@ def from_docker_config(registry: str) -> Credentials | None:
     """Credentials ``docker login`` stored for ``registry`` (``auths`` only), if any."""
     path = config_path()
     try:
-        doc = json.loads(path.read_text())
+        doc = loads(path.read_bytes(), str(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:

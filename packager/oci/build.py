@@ -21,6 +21,8 @@ from typing import Any
 
 from ..console import warn
 from ..errors import UsageError, UserError
+from ..fsutil import read_input, require_regular
+from ..jsonload import MAX_JSON
 from ..plan import MANIFEST_PATH, Plan, build_plan
 from ..resolve import DEFAULT_PATH, Closure, confined_realpath, resolve
 from .auth import Credentials, from_docker_config
@@ -35,7 +37,7 @@ from .image import (
 )
 from .platform import Platform, host_platform, parse_platform
 from .reference import parse_reference
-from .runscript import default_command, run_script
+from .runscript import check_config, default_command, run_script
 from .tree import scan_tree
 from .unpack import unpack
 
@@ -122,6 +124,7 @@ def prepare(req: ContainerRequest) -> Iterator[Prepared]:
         config = full.get("config") or {}
         if not isinstance(config, dict):
             raise UserError("image config: 'config' is not an object")
+        check_config(config)
         _check_arch(full)
         plan = _closure_plan(root, config) if req.entrypoint_closure else _tree_plan(root, findings)
         _add_includes(plan, req.includes)
@@ -159,10 +162,7 @@ def _rootfs_dir(path: Path) -> str:
 
 
 def _read_config(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"--image-config {path}: cannot read: {e.strerror or e}") from None
+    data = read_input(path, "--image-config", limit=MAX_JSON)
     parse_json(data, f"--image-config {path}")
     return data
 
@@ -186,8 +186,7 @@ def _open_image(req: ContainerRequest, platform: Platform, work: str) -> Iterato
         yield image_from_layout(layout, index, req.ref, platform)
     else:
         assert req.archive is not None
-        if not req.archive.is_file():
-            raise UserError(f"--oci-archive {req.archive}: no such file")
+        require_regular(req.archive, "--oci-archive")
         with TarArchive(str(req.archive)) as archive:
             if "index.json" in archive.members:
                 yield image_from_layout(

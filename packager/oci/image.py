@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import re
 import tarfile
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
 from ..errors import UserError
+from ..jsonload import MAX_JSON, load_object, loads
 from .platform import Platform, describe
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -36,7 +36,6 @@ MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEXES = (OCI_INDEX, DOCKER_LIST)
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
-MAX_JSON = 16 << 20  # manifests and configs are small; refuse to hold a huge one in memory
 MAX_NESTING = 4  # index → index → manifest; deeper is not an image
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -69,13 +68,7 @@ class Image:
 
 
 def parse_json(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{what}: not valid JSON ({e})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{what}: not a JSON object")
-    return doc
+    return load_object(data, what)
 
 
 def check_digest(digest: object, what: str) -> str:
@@ -245,7 +238,7 @@ class LayoutDir(BlobStore):
     def top(self) -> bytes | None:
         try:
             with open(os.path.join(self.path, "index.json"), "rb") as f:
-                return f.read(MAX_JSON)
+                return f.read(MAX_JSON + 1)  # one more: loads() refuses what is too large
         except FileNotFoundError:
             return None
 
@@ -345,7 +338,7 @@ def _only(entries: list[dict[str, Any]], store: BlobStore) -> dict[str, Any]:
 
 def image_from_docker_save(archive: TarArchive, ref: str | None, platform: Platform) -> Image:
     where = archive.where
-    doc = json.loads(archive.read_member("manifest.json") or b"null")
+    doc = loads(archive.read_member("manifest.json"), f"{where}: manifest.json")
     if not isinstance(doc, list) or not doc:
         raise UserError(f"{where}: manifest.json lists no images")
     entries = [e for e in doc if isinstance(e, dict)]

@@ -14,9 +14,38 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import UserError
 from .findings import Findings
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_config(config: dict[str, Any], what: str = "image config") -> None:
+    """Refuse a ``config`` whose Env, Entrypoint or Cmd is not a list of strings, or whose
+    WorkingDir is not a string (the image spec's types; null means absent)."""
+    for key in ("Env", "Entrypoint", "Cmd"):
+        value = config.get(key)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(w, str) for w in value)
+        ):
+            raise UserError(f"{what}: config.{key} must be a list of strings, not {_type(value)}")
+    workdir = config.get("WorkingDir")
+    if workdir is not None and not isinstance(workdir, str):
+        raise UserError(f"{what}: config.WorkingDir must be a string, not {_type(workdir)}")
+
+
+def _type(value: object) -> str:
+    if isinstance(value, list):
+        return "a list holding " + ", ".join(
+            sorted({_type(v) for v in value if not isinstance(v, str)})
+        )
+    return {
+        dict: "an object",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), "null")
 
 
 def quote(word: str) -> str:

@@ -8,7 +8,6 @@ as it is. Only regular files and directories are accepted, and no member may lea
 from __future__ import annotations
 
 import contextlib
-import json
 import mmap
 import os
 import shutil
@@ -24,6 +23,8 @@ from typing import Any
 from rewriter import TrailerCheck, TrailerState, check_trailer
 
 from ..errors import UserError
+from ..fsutil import open_input, read_input, require_regular
+from ..jsonload import MAX_JSON, load_object
 
 MANIFEST = "litebox/manifest.json"
 TRAILER = 32
@@ -56,8 +57,7 @@ def open_bundle(source: Path) -> Iterator[Bundle]:
         root = source.resolve()
         yield Bundle(root, source, _manifest(root, source))
         return
-    if not source.exists():
-        raise UserError(f"{source}: no such file or directory")
+    require_regular(source)
     tmp = Path(tempfile.mkdtemp(prefix="litebox-run-"))
     try:
         _extract(source, tmp)
@@ -68,7 +68,7 @@ def open_bundle(source: Path) -> Iterator[Bundle]:
 
 def _extract(source: Path, dest: Path) -> None:
     try:
-        with tarfile.open(source, "r:*") as tar:
+        with open_input(source) as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
             try:
                 for member in tar:
                     _extract_member(tar, member, source, dest)
@@ -106,13 +106,8 @@ def _manifest(root: Path, source: Path) -> dict[str, Any] | None:
     path = root / MANIFEST
     if not path.is_file():
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{source}: {MANIFEST} is not valid JSON ({e})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{source}: {MANIFEST} is not a JSON object")
-    return doc
+    what = f"{source}: {MANIFEST}"
+    return load_object(read_input(path, limit=MAX_JSON), what)
 
 
 # --- what to run -------------------------------------------------------------------------------
@@ -134,8 +129,7 @@ def hooked_program_path(bundle: Bundle, hooked: Path) -> str:
     The manifest's input entries say it (``included_because`` kind ``input``); without a
     manifest, the file of the same name in the bundle.
     """
-    if not hooked.is_file():
-        raise UserError(f"{hooked}: no such file")
+    require_regular(hooked, "--hooked")
     name = hooked.name.removesuffix(".hooked")
     inputs = [p for p in _manifest_inputs(bundle.manifest) if bundle.host_path(p).is_file()]
     if inputs:
