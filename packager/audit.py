@@ -36,9 +36,7 @@ JSON (``AuditReport.to_json``; ``audit_format`` changes only with incompatible c
 from __future__ import annotations
 
 import hashlib
-import lzma
 import tarfile
-import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from . import __version__
 from .errors import UserError
 from .fsutil import open_input
 from .jsonload import loads
+from .tarread import open_tar, tar_errors
 
 MANIFEST_PATH = "litebox/manifest.json"
 AUDIT_FORMAT = 1
@@ -431,6 +430,8 @@ def _check_tar_ro(ti: tarfile.TarInfo, problems: list[str]) -> None:
         ti.name.encode("utf-8")
     except UnicodeEncodeError:
         problems.append(f"{ti.name!r}: name is not UTF-8; tar_ro skips it")
+    if "\0" in ti.name:
+        problems.append(f"{ti.name!r}: name contains a NUL byte; tar_ro reads it cut short")
 
 
 def _read_member(
@@ -460,31 +461,26 @@ def audit_tar(path: str | Path) -> AuditReport:
     report = AuditReport(str(p))
     manifest_bytes: bytes | None = None
     seen: dict[str, str] = {}
-    try:
-        with open_input(p) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
-            for ti in tf:
-                key = member_key(ti.name)
-                if not ti.isreg():
-                    report.skipped.append(Skipped(ti.name, _kind(ti), ti.linkname or None))
-                    continue
-                _check_tar_ro(ti, report.problems)
-                if key in seen:
-                    report.problems.append(
-                        f"{ti.name}: duplicate path (also {seen[key]!r}); tar_ro refuses the tar"
-                    )
-                seen.setdefault(key, ti.name)
-                f = tf.extractfile(ti)
-                assert f is not None  # regular members always have data
-                want = key == MANIFEST_PATH and manifest_bytes is None
-                rep, kept = _read_member(ti.name, ti.mode & 0o7777, f, want)
-                if want:
-                    manifest_bytes = kept
-                    rep.notes.append("litebox-pack manifest")
-                report.members.append(rep)
-    except PermissionError as e:
-        raise UserError(f"{p}: cannot read: {e.strerror}") from None
-    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
-        raise UserError(f"{p}: not a readable tar archive: {e}") from None
+    with tar_errors(str(p)), open_input(p) as raw, open_tar(raw, "r|*") as tf:
+        for ti in tf:
+            key = member_key(ti.name)
+            if not ti.isreg():
+                report.skipped.append(Skipped(ti.name, _kind(ti), ti.linkname or None))
+                continue
+            _check_tar_ro(ti, report.problems)
+            if key in seen:
+                report.problems.append(
+                    f"{ti.name}: duplicate path (also {seen[key]!r}); tar_ro refuses the tar"
+                )
+            seen.setdefault(key, ti.name)
+            f = tf.extractfile(ti)
+            assert f is not None  # regular members always have data
+            want = key == MANIFEST_PATH and manifest_bytes is None
+            rep, kept = _read_member(ti.name, ti.mode & 0o7777, f, want)
+            if want:
+                manifest_bytes = kept
+                rep.notes.append("litebox-pack manifest")
+            report.members.append(rep)
     for s in report.skipped:
         if s.type in ("symlink", "hardlink"):
             report.problems.append(

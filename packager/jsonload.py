@@ -10,20 +10,12 @@ raise ValueError on a number of 5,000 digits; none of that may surface as a trac
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from .errors import UserError
+from .limits import MAX_JSON
 
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
-
-
-MAX_JSON = _env_int("LITEBOX_PACK_MAX_JSON", 16 << 20)  # bytes per document
+__all__ = ["MAX_JSON", "load_object", "loads"]
 MAX_DEPTH = 64  # arrays/objects inside each other; real manifests and configs use < 10
 MAX_NUMBER = 64  # characters of one number literal (a sha256 in decimal has 78; none occur)
 

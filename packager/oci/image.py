@@ -15,13 +15,14 @@ import hashlib
 import io
 import os
 import re
-import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
 from ..errors import UserError
+from ..fsutil import open_input
 from ..jsonload import MAX_JSON, load_object, loads
+from ..tarread import open_tar, tar_errors
 from .platform import Platform, describe
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -248,17 +249,21 @@ class TarArchive(BlobStore):
 
     def __init__(self, path: str) -> None:
         self.where = path
+        # Open for the archive's lifetime: layers are read from it one after the other.
+        self.raw = open_input(path)
         try:
-            # Open for the archive's lifetime: layers are read from it one after the other.
-            self.tar = tarfile.open(path, "r:*")  # noqa: SIM115
-            self.members = {
-                _member_name(m.name): m for m in self.tar.getmembers() if m.isreg() or m.islnk()
-            }
-        except (OSError, tarfile.TarError) as e:
-            raise UserError(f"{path}: not a readable tar archive ({e})") from None
+            with tar_errors(path):
+                self.tar = open_tar(self.raw, "r:*")
+                self.members = {
+                    _member_name(m.name): m for m in self.tar.getmembers() if m.isreg() or m.islnk()
+                }
+        except BaseException:
+            self.raw.close()
+            raise
 
     def close(self) -> None:
         self.tar.close()
+        self.raw.close()
 
     def __enter__(self) -> TarArchive:
         return self

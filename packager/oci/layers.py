@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..resolve import confined_realpath
+from ..tarread import open_tar
 from .findings import Findings
 
 WHITEOUT = ".wh."
@@ -85,7 +86,7 @@ def _remove(host: str) -> None:
 def apply_layer(root: str, stream: BinaryIO, findings: Findings) -> None:
     """Extract one uncompressed layer tar (read as a stream) into ``root`` (a real path)."""
     state = _LayerState(root, findings)
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
+    with open_tar(stream, "r|") as tar:
         for member in tar:
             try:
                 _apply_member(state, tar, member)

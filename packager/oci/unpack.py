@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import tarfile
-import zlib
 from collections.abc import Iterator
 from typing import IO, BinaryIO
 
 import zstandard
 
 from ..errors import UserError
+from ..tarread import tar_errors
 from .findings import Findings
 from .image import Image, Layer, sha256_of
 from .layers import apply_layer
@@ -79,13 +78,13 @@ def apply_one(layer: Layer, root: str, findings: Findings, what: str) -> None:
             if got != expected:
                 raise UserError(f"{what}: digest mismatch: expected {expected}, got {got}")
         f.seek(0)
-        try:
-            with decompressed(f, kind) as stream:
-                hashing = _Hashing(stream)
-                apply_layer(root, hashing, findings)  # type: ignore[arg-type]
-                got = hashing.drain()
-        except (tarfile.TarError, OSError, EOFError, zlib.error, zstandard.ZstdError) as e:
-            raise UserError(f"{what}: cannot read the layer ({kind}): {e}") from None
+        with (
+            tar_errors(f"{what} ({kind})", (zstandard.ZstdError,)),
+            decompressed(f, kind) as stream,
+        ):
+            hashing = _Hashing(stream)
+            apply_layer(root, hashing, findings)  # type: ignore[arg-type]
+            got = hashing.drain()
         if layer.diff_id is not None and got != layer.diff_id:
             raise UserError(
                 f"{what}: uncompressed digest mismatch: the config says {layer.diff_id}, got {got}"

@@ -14,7 +14,6 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,6 +24,7 @@ from rewriter import TrailerCheck, TrailerState, check_trailer
 from ..errors import UserError
 from ..fsutil import open_input, read_input, require_regular
 from ..jsonload import MAX_JSON, load_object
+from ..tarread import open_tar, tar_errors
 
 MANIFEST = "litebox/manifest.json"
 TRAILER = 32
@@ -67,18 +67,14 @@ def open_bundle(source: Path) -> Iterator[Bundle]:
 
 
 def _extract(source: Path, dest: Path) -> None:
-    try:
-        with open_input(source) as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
-            try:
-                for member in tar:
-                    _extract_member(tar, member, source, dest)
-            except (tarfile.TarError, EOFError, zlib.error) as e:
-                first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise UserError(f"{source}: corrupt tar archive ({first})") from None
-    except OSError as e:
-        raise UserError(f"{source}: cannot extract: {e.strerror or e}") from None
-    except tarfile.TarError:
-        raise UserError(f"{source}: not a tar archive or a directory") from None
+    with open_input(source) as raw, tar_errors(str(source)):
+        try:
+            tar = open_tar(raw, "r:*")
+        except tarfile.ReadError:
+            raise UserError(f"{source}: not a tar archive or a directory") from None
+        with tar:
+            for member in tar:
+                _extract_member(tar, member, source, dest)
 
 
 def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, source: Path, dest: Path) -> None:
