@@ -126,35 +126,55 @@ def scan_stubs(data: bytes, trailer: Trailer) -> StubScan:
     slot_size = bits // 8
     base = slot + slot_size
     blob = data[trailer.file_offset + slot_size : trailer.file_offset + trailer.size]
-    insns: list[Instruction] = list(Decoder(bits, blob, ip=base))
     kinds: Counter[str] = Counter()
-    undecodable = sum(1 for i in insns if i.code == Code.INVALID)
+    undecodable = 0
+    # Streamed: only the last three instructions are kept, so memory does not grow with the
+    # trampoline (a trailer may claim 56 MB of zeros: 28 million instructions). The loop does
+    # as little as it can per instruction; bytes are sliced only at stub entries.
+    p3: Instruction | None = None
+    p2: Instruction | None = None
+    p1: Instruction | None = None
+    pending: bool | None = None  # the last entry looked like resume; waiting for its jmp back
+    back = False
+    invalid, jmp_back = Code.INVALID, Code.JMP_REL32_64
 
-    def raw(k: int) -> bytes:
-        if k < 0:
-            return b""
-        start = insns[k].ip - base
-        return blob[start : start + insns[k].len]
+    def raw(i: Instruction | None) -> bytes:
+        return b"" if i is None else blob[i.ip - base : i.ip - base + i.len]
 
-    entries = [k for k, i in enumerate(insns) if _enters_slot(i, insns[k - 1] if k else None, slot)]
-    for n, j in enumerate(entries):
-        if bits == 32:
-            kinds["i386"] += 1
-            continue
-        before = raw(j - 1)
-        if (
-            before[:3] == _LEA_RCX
-            and len(before) == 7
-            and raw(j - 2)[:3] == _LEA_R11
-            and raw(j - 3) == _LEA_RSP_REDZONE
-        ):
-            kinds["redzone"] += 1
-            continue
-        # resume: RCX = the byte after the slot jump, and a jmp rel32 back before the next stub
-        stop = entries[n + 1] if n + 1 < len(entries) else len(insns)
-        back = any(insns[k].code == Code.JMP_REL32_64 for k in range(j + 1, stop))
-        kinds["resume" if before == _LEA_RCX_6 and back else "other"] += 1
+    def settle() -> None:
+        if pending is not None:
+            kinds["resume" if pending and back else "other"] += 1
+
+    for insn in Decoder(bits, blob, ip=base):
+        code = insn.code
+        if code in _ENTRY_CODES and _enters_slot(insn, p1, slot):
+            settle()
+            pending, back = None, False
+            if bits == 32:
+                kinds["i386"] += 1
+            else:
+                before = raw(p1)
+                if (
+                    before[:3] == _LEA_RCX
+                    and len(before) == 7
+                    and raw(p2)[:3] == _LEA_R11
+                    and raw(p3) == _LEA_RSP_REDZONE
+                ):
+                    kinds["redzone"] += 1
+                else:
+                    # resume: RCX = the byte after the slot jump, and a jmp rel32 back before
+                    # the next stub
+                    pending = before == _LEA_RCX_6
+        elif code == invalid:
+            undecodable += 1
+        elif code == jmp_back and pending is not None:
+            back = True
+        p3, p2, p1 = p2, p1, insn
+    settle()
     return StubScan(dict(kinds), undecodable)
+
+
+_ENTRY_CODES = frozenset((Code.JMP_RM64, Code.CALL_RM64, Code.CALL_RM32))
 
 
 def _enters_slot(insn: Instruction, prev: Instruction | None, slot: int) -> bool:
@@ -414,7 +434,16 @@ def _kind(ti: tarfile.TarInfo) -> str:
         return "symlink"
     if ti.islnk():
         return "hardlink"
+    if ti.ischr() or ti.isblk():
+        return "device"
+    if ti.isfifo():
+        return "fifo"
     return "other"
+
+
+_TAR_RO_FILE = (tarfile.REGTYPE, tarfile.AREGTYPE)  # the only typeflags tar_ro indexes
+_TAR_RO_SKIPS = (tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE)  # skipped without harm
+MAX_ID = 65535  # tar_ro parses uid/gid into u16
 
 
 def _check_tar_ro(ti: tarfile.TarInfo, problems: list[str]) -> None:
@@ -432,6 +461,27 @@ def _check_tar_ro(ti: tarfile.TarInfo, problems: list[str]) -> None:
         problems.append(f"{ti.name!r}: name is not UTF-8; tar_ro skips it")
     if "\0" in ti.name:
         problems.append(f"{ti.name!r}: name contains a NUL byte; tar_ro reads it cut short")
+    if not member_key(ti.name):
+        problems.append(f"{ti.name!r}: empty name; tar_ro panics")
+    if ti.name.startswith("/"):
+        problems.append(
+            f"{ti.name}: absolute name; tar_ro reads it as {member_key(ti.name)!r} and "
+            "`litebox-pack run` refuses it"
+        )
+    if ".." in ti.name.split("/"):
+        problems.append(f"{ti.name}: has a '..' component; tar_ro keeps it as a name")
+    if ti.type not in _TAR_RO_FILE and ti.type not in _TAR_RO_SKIPS:
+        what = _kind(ti) if _kind(ti) != "other" else f"typeflag {ti.type!r}"
+        if ti.type in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
+            problems.append(f"{ti.name}: {what}; tar_ro skips it, so the path will not exist")
+        else:
+            problems.append(
+                f"{ti.name}: {what}; tar_ro stops reading there and loses every later member"
+            )
+    if ti.mode & ~0o7777:
+        problems.append(f"{ti.name}: mode {ti.mode:#o} has bits outside 0o7777; tar_ro panics")
+    if ti.uid > MAX_ID or ti.gid > MAX_ID:
+        problems.append(f"{ti.name}: uid/gid {ti.uid}/{ti.gid} over {MAX_ID}; tar_ro panics")
 
 
 def _read_member(
@@ -464,10 +514,10 @@ def audit_tar(path: str | Path) -> AuditReport:
     with tar_errors(str(p)), open_input(p) as raw, open_tar(raw, "r|*") as tf:
         for ti in tf:
             key = member_key(ti.name)
+            _check_tar_ro(ti, report.problems)
             if not ti.isreg():
                 report.skipped.append(Skipped(ti.name, _kind(ti), ti.linkname or None))
                 continue
-            _check_tar_ro(ti, report.problems)
             if key in seen:
                 report.problems.append(
                     f"{ti.name}: duplicate path (also {seen[key]!r}); tar_ro refuses the tar"
