@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import __version__
 from .cache import cache_root
-from .fsutil import atomic_output, check_output, work_dir
+from .errors import UserError
+from .fsutil import HashingReader, atomic_output, check_output, work_dir
 from .plan import MANIFEST_PATH, Plan, PlannedFile
 from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, run_job
 from .tarball import UstarWriter, validate_paths
@@ -127,6 +128,26 @@ def _entry(
     }
 
 
+@contextlib.contextmanager
+def _checked_source(r: FileResult) -> Iterator[BinaryIO]:
+    """``r.output`` to stream from; afterwards, make sure the bytes were the ones hashed and
+    recorded in the manifest: a file that changed since (an --include being written to, a
+    swapped cache entry) fails the whole bundle before anything is renamed into place."""
+    try:
+        src = open(r.output, "rb")  # noqa: SIM115 (closed below, after the size check)
+    except OSError as e:
+        raise UserError(f"{r.source}: cannot read: {e.strerror or e}") from None
+    with src:
+        reader = HashingReader(src)
+        yield reader  # type: ignore[misc]
+        size = os.fstat(src.fileno()).st_size
+    if reader.hexdigest() != r.sha256_out or size != r.size:
+        raise UserError(
+            f"{r.source}: changed while being packaged (its bytes no longer match the sha256 "
+            "recorded for the manifest); nothing was written"
+        )
+
+
 def write_bundle(
     plan: Plan,
     output: Path,
@@ -151,10 +172,10 @@ def write_bundle(
         tar = stack.enter_context(UstarWriter(stack.enter_context(atomic_output(output))))
         for f, r in rewrite_all(plan, options, jobs, use_cache, spool):
             for p in f.paths:
-                with open(r.output, "rb") as src:
+                with _checked_source(r) as src:
                     tar.add_stream(p, src, r.size, r.mode)
             if f is plan.main and main_fh is not None:
-                with open(r.output, "rb") as src:
+                with _checked_source(r) as src:
                     shutil.copyfileobj(src, main_fh)
             if r.temporary:
                 os.unlink(r.output)

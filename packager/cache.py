@@ -7,6 +7,7 @@ Entries are written to a temporary name and renamed, so two packagers may share 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import rewriter
+from rewriter import TrailerState, check_trailer
 
 from . import __version__
 from .errors import UserError
 from .fsutil import write_atomic
+from .jsonload import loads
 
 
 def cache_root() -> Path:
@@ -34,6 +37,57 @@ def rewriter_fingerprint() -> str:
     for path in sorted(src.glob("*.py")):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
+
+
+_OUTCOMES = ("patched", "checked-nothing-to-patch", "unchanged", "already-hooked")
+# Bits a patched rewrite may flip in the input's own bytes: about 25 per site (a jump and its
+# padding), plus the fork patch and header fix-ups. Another file's bytes differ in about half
+# of all bits, so a swapped entry cannot pass.
+BITS_PER_SITE = 128
+BITS_EXTRA = 512
+
+
+def _int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def entry_problem(meta: Any, out: bytes, inp: bytes) -> str | None:
+    """Why a cache entry (metadata ``meta``, stored bytes ``out``) cannot be the rewrite of
+    ``inp``, or None when it is consistent: the metadata's shape, the sha256, the outcome
+    against the trailer, and how far the bytes stray from the input."""
+    if not isinstance(meta, dict):
+        return "metadata is not an object"
+    sha, o = meta.get("sha256_out"), meta.get("outcome")
+    if not isinstance(sha, str) or not isinstance(o, dict):
+        return "metadata lacks sha256_out or outcome"
+    kind, sites, unpatchable = o.get("outcome"), o.get("sites"), o.get("unpatchable", [])
+    t = o.get("trampoline")
+    if kind not in _OUTCOMES or not _int(sites) or not isinstance(unpatchable, list):
+        return "outcome of the wrong shape"
+    if not isinstance(o.get("strategies", {}), dict) or not (
+        t is None or (isinstance(t, dict) and _int(t.get("size")))
+    ):
+        return "outcome of the wrong shape"
+    if hashlib.sha256(out).hexdigest() != sha:
+        return "bytes do not match their sha256"
+    if kind in ("unchanged", "already-hooked"):
+        return None if out == inp else f"outcome {kind}, but the bytes are not the input's"
+    check = check_trailer(out, 32 if inp[4:5] == b"\x01" else 64)
+    trailer = check.trailer
+    if check.state is not TrailerState.VALID or trailer is None:
+        return f"outcome {kind}, but the bytes carry no valid trailer"
+    if kind == "checked-nothing-to-patch":
+        if trailer.size or out[: len(inp)] != inp:
+            return "outcome checked-nothing-to-patch, but the bytes are not the input's + marker"
+        return None
+    if t is None or trailer.size != t["size"] or not trailer.size:
+        return "outcome patched, but the trailer disagrees with the recorded trampoline"
+    if not 0 <= trailer.file_offset - len(inp) < 4096:
+        return "outcome patched, but the trampoline is not where the input ends"
+    flipped = (int.from_bytes(out[: len(inp)]) ^ int.from_bytes(inp)).bit_count()
+    if flipped > BITS_PER_SITE * (int(sites or 0) + len(unpatchable)) + BITS_EXTRA:
+        return f"bytes differ from the input far beyond {sites} patched site(s)"
+    return None
 
 
 def cache_key(input_sha256: str, options: dict[str, Any]) -> str:
@@ -54,18 +108,37 @@ class RewriteCache:
         d = self.root / key[:2]
         return d / f"{key}.bin", d / f"{key}.json"
 
-    def get(self, key: str) -> tuple[Path, dict[str, Any]] | None:
-        """(path of the stored bytes, metadata), verified against the recorded sha256."""
+    def get(self, key: str, source: str) -> tuple[Path, dict[str, Any]] | None:
+        """(path of the stored bytes, metadata) for the rewrite of ``source``, or None.
+
+        The entry is checked against the bytes it describes (see :func:`entry_problem`); a bad
+        one is deleted with a warning and the caller rewrites the file again."""
         data_path, meta_path = self._paths(key)
         try:
-            meta = json.loads(meta_path.read_text())
-            with data_path.open("rb") as fh:
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
-        except (OSError, ValueError):
+            meta_bytes = meta_path.read_bytes()
+            out = data_path.read_bytes()
+            with open(source, "rb") as fh:
+                inp = fh.read()
+        except OSError:
+            return None  # no entry (or a torn one being replaced): a miss
+        try:
+            meta = loads(meta_bytes, str(meta_path))
+        except UserError as e:
+            problem: str | None = str(e).removeprefix(f"{meta_path}: ")
+        else:
+            problem = entry_problem(meta, out, inp)
+        if problem is not None:
+            self._drop(key, source, problem)
             return None
-        if digest != meta.get("sha256_out"):
-            return None  # a torn or tampered entry is a miss, never a wrong answer
         return data_path, meta
+
+    def _drop(self, key: str, source: str, problem: str) -> None:
+        from .console import warn  # the main process only; workers never read the cache
+
+        warn(f"{self.root}/{key[:2]}/{key}: cache entry for {source} dropped ({problem})")
+        for path in self._paths(key):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def put(self, key: str, data: bytes, meta: dict[str, Any]) -> Path | None:
         """Store an entry; return the path of its bytes, or None when the cache is unwritable."""

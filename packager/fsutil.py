@@ -17,6 +17,8 @@ Outputs (``-o``, ``--report``, ``.hooked``) go through :func:`atomic_output`:
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import io
 import os
 import stat
@@ -25,11 +27,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 from .errors import UserError
 
 STDOUT = "-"
+# A write failing for one of these is the destination's fault (full, read-only, broken), never
+# the one file's: the whole operation fails.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
 class Writable(Protocol):
@@ -97,6 +102,22 @@ def read_input(path: str | os.PathLike[str], what: str = "", limit: int | None =
     if limit is not None and len(data) > limit:
         raise UserError(f"{shown}: larger than the {limit}-byte limit")
     return data
+
+
+class HashingReader:
+    """A read-only stream that hashes (sha256) what passes through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.hash.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self.hash.hexdigest()
 
 
 # --- outputs ---------------------------------------------------------------------------------

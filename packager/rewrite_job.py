@@ -88,7 +88,7 @@ def cached_result(job: Job, options: RewriteOptions, cache_dir: str | None) -> F
         return FileResult(job.source, mode, sha_in, sha_in, job.source, size, outcome)
     if cache_dir is None:
         return None
-    hit = RewriteCache(Path(cache_dir)).get(cache_key(sha_in, options.to_json()))
+    hit = RewriteCache(Path(cache_dir)).get(cache_key(sha_in, options.to_json()), job.source)
     if hit is None:
         return None
     path, meta = hit

@@ -12,7 +12,6 @@ patch level, and every failure becomes one UserError line.
 from __future__ import annotations
 
 import contextlib
-import errno
 import lzma
 import tarfile
 import zlib
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from .errors import UserError
+from .fsutil import DISK_ERRNOS
 from .limits import MAX_PAX
 
 
@@ -104,7 +104,6 @@ DAMAGE: tuple[type[BaseException], ...] = (
     ValueError,  # GNU sparse maps, NUL in names, bad numbers
     OverflowError,  # base-256 sizes and offsets
 )
-_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
 @contextlib.contextmanager
@@ -115,7 +114,7 @@ def tar_errors(what: str, extra: tuple[type[BaseException], ...] = ()) -> Iterat
     except UserError:
         raise
     except OSError as e:
-        if e.errno in _DISK:
+        if e.errno in DISK_ERRNOS:
             raise UserError(f"{what}: cannot write what it holds: {e.strerror}") from None
         if e.errno is not None and e.filename is not None:
             raise UserError(f"{what}: {e.filename}: {e.strerror}") from None

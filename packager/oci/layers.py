@@ -26,6 +26,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from ..fsutil import DISK_ERRNOS
 from ..resolve import confined_realpath
 from ..tarread import open_tar
 from .findings import Findings
@@ -91,6 +92,8 @@ def apply_layer(root: str, stream: BinaryIO, findings: Findings) -> None:
             try:
                 _apply_member(state, tar, member)
             except OSError as e:
+                if e.errno in DISK_ERRNOS:
+                    raise  # a full or broken disk: the image cannot be unpacked, stop here
                 # e.g. a name longer than the file system allows, or a symlink loop in a parent
                 findings.add("unextractable", f"{member.name} ({e.strerror or e})")
     for name, link, host in state.deferred:
@@ -145,9 +148,13 @@ def _apply_member(state: _LayerState, tar: tarfile.TarFile, member: tarfile.TarI
         src = tar.extractfile(member)
         assert src is not None
         fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, _COPY_CHUNK)
-            os.fchmod(out.fileno(), member.mode & 0o777)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(src, out, _COPY_CHUNK)
+                os.fchmod(out.fileno(), member.mode & 0o777)
+        except BaseException:
+            os.unlink(host)  # never leave a truncated file for the bundle
+            raise
         state.mark(rel)
     elif member.issym():
         _remove(host)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 from collections.abc import Iterator
 from typing import IO, BinaryIO
 
 import zstandard
 
 from ..errors import UserError
+from ..fsutil import HashingReader
 from ..tarread import tar_errors
 from .findings import Findings
 from .image import Image, Layer, sha256_of
@@ -18,25 +18,6 @@ from .layers import apply_layer
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-class _Hashing:
-    """A read-only stream that hashes what passes through it."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.hash = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.hash.update(data)
-        return data
-
-    def drain(self) -> str:
-        # tar readers stop at the end-of-archive blocks; the digest covers the padding too
-        while self.read(1 << 20):
-            pass
-        return "sha256:" + self.hash.hexdigest()
 
 
 def compression(head: bytes) -> str:
@@ -82,9 +63,12 @@ def apply_one(layer: Layer, root: str, findings: Findings, what: str) -> None:
             tar_errors(f"{what} ({kind})", (zstandard.ZstdError,)),
             decompressed(f, kind) as stream,
         ):
-            hashing = _Hashing(stream)
+            hashing = HashingReader(stream)
             apply_layer(root, hashing, findings)  # type: ignore[arg-type]
-            got = hashing.drain()
+            # tar readers stop at the end-of-archive blocks; the digest covers the padding too
+            while hashing.read(1 << 20):
+                pass
+            got = "sha256:" + hashing.hexdigest()
         if layer.diff_id is not None and got != layer.diff_id:
             raise UserError(
                 f"{what}: uncompressed digest mismatch: the config says {layer.diff_id}, got {got}"
