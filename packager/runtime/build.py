@@ -167,15 +167,21 @@ def digest(
 
 def runtime_binary(arch: str = "x86_64") -> Path:
     """The path of the built runtime for ``arch`` guests, building it first when the cache
-    lacks it."""
+    lacks it, or holds a copy that does not match the hash recorded when it was built
+    (truncated, overwritten, replaced): that copy is thrown away and rebuilt."""
     target = TARGETS[arch]
     sources = _sources(arch)
     compiler = find_compiler()
     root = cache_root()
     final = root / digest(sources, compiler, target)
     binary = final / target.binary
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
+    try:
+        if _intact(binary):
+            return binary
+        if final.exists():
+            _discard(final)
+    except OSError as e:
+        raise UserError(_unusable(final, e)) from None
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
@@ -183,10 +189,11 @@ def runtime_binary(arch: str = "x86_64") -> Path:
         raise UserError(f"{root}: cannot create the runtime cache: {e.strerror or e}") from None
     try:
         _compile(compiler, target, sources, tmp)
+        _seal(tmp / target.binary)
         try:
             os.rename(tmp, final)
         except OSError:
-            if not binary.is_file():  # not a lost race: a real failure
+            if not _intact(binary):  # not a lost race: a real failure
                 raise
     except OSError as e:
         raise UserError(f"{final}: cannot store the built runtime: {e.strerror or e}") from None
@@ -194,6 +201,45 @@ def runtime_binary(arch: str = "x86_64") -> Path:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
     return binary
+
+
+def _hash_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _seal(binary: Path) -> None:
+    """Record the built binary's sha256 beside it, for :func:`_intact`."""
+    binary.with_name(binary.name + ".sha256").write_text(_hash_file(binary) + "\n")
+
+
+def _intact(binary: Path) -> bool:
+    """Is ``binary`` there, executable and the very file that was built?"""
+    try:
+        recorded = binary.with_name(binary.name + ".sha256").read_text().strip()
+    except FileNotFoundError:
+        return False
+    return os.access(binary, os.X_OK) and _hash_file(binary) == recorded
+
+
+def _discard(final: Path) -> None:
+    """Move a damaged build aside (atomically, so a concurrent run never sees it half gone),
+    then delete it."""
+    aside = Path(tempfile.mkdtemp(prefix=".damaged-", dir=final.parent))
+    os.rename(final, aside / "build")
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _unusable(final: Path, e: OSError) -> str:
+    owner = ""
+    with contextlib.suppress(OSError):
+        uid = final.stat().st_uid
+        if uid != os.getuid():
+            owner = f"; it belongs to uid {uid}"
+    return (
+        f"{final}: cannot use the runtime cache: {e.strerror or e}{owner} "
+        "(set XDG_CACHE_HOME to a directory of your own)"
+    )
 
 
 def _compile(compiler: list[str], target: Target, sources: dict[str, bytes], where: Path) -> None:
