@@ -247,6 +247,42 @@ def program_arch(bundle: Bundle, image: Path) -> str:
     return "x86_64"
 
 
+_MACHINES = {3: "i386", 62: "x86-64", 40: "ARM", 183: "aarch64", 243: "RISC-V", 8: "MIPS"}
+
+
+def check_program(bundle: Bundle, image: Path, shown: str) -> None:
+    """Refuse, in one line, what the runtime could only answer with exit 127: an empty or text
+    file, an ELF for another machine, a "#!" chain that never reaches an ELF."""
+    for _ in range(MAX_SCRIPT_DEPTH + 1):
+        try:
+            with open(image, "rb") as f:
+                head = f.read(20)
+        except OSError as e:
+            raise UserError(f"{shown}: cannot read: {e.strerror or e}") from None
+        if head[:4] == ELF_MAGIC:
+            if elf_arch(image) is None:
+                machine = int.from_bytes(head[18:20], "little") if len(head) == 20 else -1
+                name = _MACHINES.get(machine, f"machine {machine}")
+                bits = 64 if head[4:5] == b"\x02" else 32
+                raise UserError(
+                    f"{shown}: an ELF for {name} ({bits}-bit); "
+                    "run executes x86-64 and i386 programs"
+                )
+            return
+        if not head:
+            raise UserError(f"{shown}: an empty file, not a program")
+        if not head.startswith(b"#!"):
+            raise UserError(f"{shown}: neither an ELF program nor a #! script")
+        interp = _shebang_interpreter(image)
+        if not interp or not interp.startswith("/"):
+            raise UserError(f"{shown}: its #! line names no absolute interpreter")
+        image = bundle.host_path(interp)
+        if not image.is_file():
+            return  # not in the bundle: the runtime's file view decides (and reports) that
+        shown = f"{shown} (#! {interp})"
+    raise UserError(f"{shown}: #! interpreters nested more than {MAX_SCRIPT_DEPTH} deep")
+
+
 def _shebang_interpreter(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:

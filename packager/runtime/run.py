@@ -28,6 +28,7 @@ from .build import runtime_binary
 from .bundle import (
     ABIS,
     Bundle,
+    check_program,
     detect_abi,
     has_trailer,
     hooked_program_path,
@@ -68,7 +69,7 @@ def run(req: RunRequest) -> int:
             program = program_path(bundle, req.program)
             image = bundle.host_path(program)
         scan = scan_elves(bundle)
-        _check_is_bundle(bundle, program, image, bool(scan.rewritten or scan.markers))
+        _check_is_bundle(bundle, program, image, bool(scan.rewritten or scan.markers), req.hooked)
         arch = program_arch(bundle, image)
         if arch == "i386":
             abi, runtime_abi = "i386", "redzone"  # one stub form; the runtime ignores --abi
@@ -96,12 +97,17 @@ def run(req: RunRequest) -> int:
     return status
 
 
-def _check_is_bundle(bundle: Bundle, program: str, image: Path, any_rewritten: bool) -> None:
+def _check_is_bundle(
+    bundle: Bundle, program: str, image: Path, any_rewritten: bool, hooked: Path | None
+) -> None:
     if bundle.manifest is None and not any_rewritten:
         raise UserError(
             f"{bundle.source}: not a litebox bundle (no {program} rewritten, no manifest, "
             "no file with a LITEBOX0 trailer)"
         )
+    if hooked is not None and not is_elf(image):
+        raise UserError(f"--hooked {hooked}: not an ELF file")
+    check_program(bundle, image, program)
     if is_elf(image) and not has_trailer(image):
         raise UserError(
             f"{program} in {bundle.source} was not rewritten (no LITEBOX0 trailer): "
@@ -169,6 +175,7 @@ def exit_like(status: int) -> int:
         return status
     sig = -status
     with contextlib.suppress(OSError, ValueError):
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # their disposition cannot be set
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     return 128 + sig
