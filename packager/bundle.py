@@ -20,7 +20,7 @@ from .cache import cache_root
 from .errors import UserError
 from .fsutil import HashingReader, atomic_output, check_output, work_dir
 from .plan import MANIFEST_PATH, Plan, PlannedFile
-from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, run_job
+from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, die_with_parent, run_job
 from .tarball import UstarWriter, validate_paths
 
 Progress = Callable[[PlannedFile, FileResult], None]
@@ -63,6 +63,7 @@ def rewrite_all(
     """
     cache_dir = str(cache_root()) if use_cache else None
     pool: ProcessPoolExecutor | None = None
+    finished = False
     pending: deque[tuple[PlannedFile, FileResult | Future[FileResult]]] = deque()
 
     def head_ready() -> bool:
@@ -80,7 +81,9 @@ def rewrite_all(
                 if jobs <= 1:
                     ready = run_job(job, options, cache_dir, spool)
                 else:
-                    pool = pool or ProcessPoolExecutor(max_workers=jobs)
+                    pool = pool or ProcessPoolExecutor(
+                        max_workers=jobs, initializer=die_with_parent, initargs=(os.getpid(),)
+                    )
                     ready = pool.submit(run_job, job, options, cache_dir, spool)
             pending.append((f, ready))
             while pending and (len(pending) > 2 * jobs or head_ready()):
@@ -89,12 +92,15 @@ def rewrite_all(
         while pending:
             done, item = pending.popleft()
             yield done, settle(item)
+        finished = True
     finally:
         for _, item in pending:
             if isinstance(item, Future):
                 item.cancel()
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
+            # On an error or a signal, do not wait for rewrites nobody will use: the workers
+            # finish their current file and exit, or die with this process (die_with_parent).
+            pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def manifest_entry(f: PlannedFile, r: FileResult) -> dict[str, Any]:

@@ -9,6 +9,8 @@ help: start-up time is paid on every invocation, and ``run`` in particular must 
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -74,9 +76,23 @@ def _command_names() -> set[str]:
     return set(COMMANDS) | {"--help", "-h", "--version"}
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every temporary file is cleaned up."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in _command_names():
         args.insert(0, "pack")
     names = [args[0]] if args and args[0] in COMMANDS else list(COMMANDS)
-    build_app(names)(args=args, prog_name="litebox-pack")
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        build_app(names)(args=args, prog_name="litebox-pack")
+    except Terminated:
+        # Cleaned up on the way here; now die of SIGTERM, as the sender expects.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -7,8 +7,11 @@ the main process ever hold a large library in memory.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import os
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +79,19 @@ def _stat_and_hash(source: str) -> tuple[int, int, str, bytes]:
     except OSError as e:
         raise UserError(f"{source}: cannot read: {e.strerror or e}") from None
     return st.st_mode & 0o777, st.st_size, digest, head
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel kills this worker when the packager dies, however it
+    dies (SIGKILL included), instead of leaving it to init with work nobody will collect."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def cached_result(job: Job, options: RewriteOptions, cache_dir: str | None) -> FileResult | None:

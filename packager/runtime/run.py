@@ -143,7 +143,12 @@ def _spawn(cmd: list[str]) -> int:
     except OSError as e:
         raise UserError(f"{cmd[0]}: cannot start the runtime: {e.strerror or e}") from None
     with _ignoring(signal.SIGINT, signal.SIGQUIT):
-        return proc.wait()
+        try:
+            return proc.wait()
+        except BaseException:  # SIGTERM: the bundle is about to be removed, stop its program
+            proc.kill()
+            proc.wait()
+            raise
 
 
 @contextlib.contextmanager
