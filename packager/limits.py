@@ -27,7 +27,7 @@ def env_float(name: str, default: float) -> float:
 MAX_JSON = env_int("LITEBOX_PACK_MAX_JSON", 16 << 20)  # bytes of one JSON document
 MAX_PAX = env_int("LITEBOX_PACK_MAX_PAX", 16 << 10)  # bytes of one PAX or GNU long-name record
 MAX_PATHS = env_int("LITEBOX_PACK_MAX_PATHS", 1_000_000)  # bundle paths of an image tree
-MAX_DIRS = env_int("LITEBOX_PACK_MAX_DIRS", 200_000)  # directories visited walking an image tree
+MAX_DIRS = env_int("LITEBOX_PACK_MAX_DIRS", 100_000)  # directories visited walking an image tree
 HTTP_TIMEOUT = env_float("LITEBOX_PACK_HTTP_TIMEOUT", 60.0)  # seconds without a byte
 HTTP_TOTAL = env_float("LITEBOX_PACK_HTTP_TOTAL", 1800.0)  # seconds for one whole download
 MAX_BLOB = env_int("LITEBOX_PACK_MAX_BLOB", 16 << 30)  # bytes of one registry blob

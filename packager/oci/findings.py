@@ -25,6 +25,8 @@ CATEGORIES = {
     "non-utf8-name": "names that are not UTF-8 were dropped (the tar file system skips them)",
     "unfit-path": "paths too long for a ustar header were dropped",
     "reserved-path": "image files at litebox-pack's own paths were replaced",
+    "expansion-cut": "directory symlinks were not expanded: the walk reached its limit of "
+    "directories visited (LITEBOX_PACK_MAX_DIRS)",
     "env": "environment entries that are not NAME=VALUE with a shell name were skipped",
 }
 _SHOWN = 3  # examples per warning line
@@ -33,12 +35,14 @@ _SHOWN = 3  # examples per warning line
 @dataclass
 class Findings:
     items: dict[str, list[str]] = field(default_factory=dict)
+    # what was added, for de-duplication in constant time (hostile input can add millions)
+    _seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def add(self, category: str, detail: str) -> None:
         assert category in CATEGORIES, category
-        bucket = self.items.setdefault(category, [])
-        if detail not in bucket:
-            bucket.append(detail)
+        if (category, detail) not in self._seen:
+            self._seen.add((category, detail))
+            self.items.setdefault(category, []).append(detail)
 
     def count(self, category: str) -> int:
         return len(self.items.get(category, []))

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
+from ..limits import MAX_DIRS, MAX_PATHS
 from ..resolve import confined_realpath
 from ..tarball import TarPathError, check_fits
 from .findings import Findings
-
-MAX_PATHS = 1_000_000  # bound what directory symlinks may multiply a tree into
 
 Reason = dict[str, Any]
 FILE_REASON: Reason = {"kind": "rootfs"}
@@ -36,11 +35,16 @@ class TreeFile:
     mode: int
     paths: list[str] = field(default_factory=list)  # tar paths (no leading "/")
     reasons: list[Reason] = field(default_factory=list)
+    # for de-duplication in constant time: symlinks can give one file 10^5 paths and reasons
+    _seen: set[object] = field(default_factory=set, repr=False)
 
     def add(self, path: str, reason: Reason) -> None:
-        if path not in self.paths:
+        if path not in self._seen:
+            self._seen.add(path)
             self.paths.append(path)
-        if reason not in self.reasons:
+        key = tuple(sorted(reason.items()))
+        if key not in self._seen:
+            self._seen.add(key)
             self.reasons.append(reason)
 
 
@@ -50,6 +54,7 @@ class Tree:
     reserved: frozenset[str] = frozenset()  # tar paths litebox-pack writes itself
     files: list[TreeFile] = field(default_factory=list)
     by_path: dict[str, TreeFile] = field(default_factory=dict)
+    visited: int = 0  # directories listed, each time one is reached (symlinks repeat them)
     _by_inode: dict[tuple[int, int], TreeFile] = field(default_factory=dict, repr=False)
 
     def file_at(self, path: str) -> TreeFile | None:
@@ -87,6 +92,7 @@ def scan_tree(root: str, findings: Findings, reserved: frozenset[str] = frozense
         host = os.path.join(root, item.real) if item.real else root
         st = os.lstat(host)
         if stat.S_ISDIR(st.st_mode):
+            tree.visited += 1
             stack.extend(
                 _children(
                     item.logical, item.real, (*item.chain, item.real), item.via, host, findings
@@ -159,6 +165,12 @@ def _follow(tree: Tree, item: _Item, findings: Findings) -> list[_Item]:
     if any(real == "" or d == real or d.startswith(real + "/") for d in item.chain):
         findings.add("symlink-loop", shown)
         return []
+    # Symlinks may nest expansions exponentially (81 links in 8 levels: 10^8 directories from a
+    # tree of 81): past the budget, directory symlinks are cut, and reported, not walked.
+    if tree.visited >= MAX_DIRS:
+        findings.add("expansion-cut", shown)
+        return []
+    tree.visited += 1
     return _children(item.logical, real, (*item.chain, real), link_reason, target, findings)
 
 
