@@ -100,6 +100,10 @@ class BlobStore:
     def open_blob(self, digest: str) -> contextlib.AbstractContextManager[BinaryIO]:
         raise NotImplementedError
 
+    def declare(self, digest: str, size: object) -> None:
+        """A descriptor says blob ``digest`` has ``size`` bytes (registries bound downloads
+        by it; local stores check digests, which covers sizes)."""
+
     def read_manifest(self, desc: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """A manifest or index (registries serve those apart from blobs)."""
         return self.read_json(desc, "manifest")
@@ -107,6 +111,7 @@ class BlobStore:
     def read_json(self, desc: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
         digest = check_digest(desc.get("digest"), what)
         size = desc.get("size")
+        self.declare(digest, size)
         if isinstance(size, int) and size > MAX_JSON:
             raise UserError(f"{what} {digest}: {size} bytes is too large for a manifest or config")
         with self.open_blob(digest) as f:
@@ -196,6 +201,7 @@ def _image(
             raise UserError(f"{where}: layer {digest} is a foreign (Windows) layer")
         if "encrypted" in media_type:
             raise UserError(f"{where}: layer {digest} is encrypted")
+        store.declare(digest, layer.get("size"))
         out.append(Layer(media_type, digest, diff_id, _opener(store, digest)))
     image = Image(config_bytes, out, desc.get("digest"), where)
     _check_platform(config, platform, where)

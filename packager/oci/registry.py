@@ -14,6 +14,7 @@ import hashlib
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -21,20 +22,88 @@ import requests
 from dxf import DXF, DXFBase, exceptions
 
 from ..errors import UserError
+from ..limits import HTTP_TIMEOUT, HTTP_TOTAL, MAX_BLOB
 from .auth import Credentials, config_path
 from .image import MAX_JSON, BlobStore, Image, check_digest, load_image, parse_json
 from .platform import Platform
 from .reference import ImageRef
 
-TIMEOUT = 60.0  # seconds per request (connect and each read), not for a whole blob
+
+class DownloadLimit(UserError):
+    """A response past its size or time bound (limits.py: HTTP_TOTAL, MAX_JSON, MAX_BLOB)."""
+
+
+class _BoundedBody:
+    """A response body read in pieces as they arrive (``read1``), refused once it passes
+    ``limit`` bytes or its ``deadline``: an endless, huge or trickled body cannot exhaust
+    memory, disk or patience. The socket timeout bounds each wait for a piece."""
+
+    def __init__(self, raw: Any, url: str, limit: int, deadline: float) -> None:
+        self.raw, self.url, self.limit, self.deadline = raw, url, limit, deadline
+        self.got = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if time.monotonic() > self.deadline:
+            raise DownloadLimit(
+                f"{self.url}: download took longer than {HTTP_TOTAL:g} s (LITEBOX_PACK_HTTP_TOTAL)"
+            )
+        want = self.limit + 1 - self.got
+        data = bytes(self.raw.read1(min(want, 1 << 16) if n < 0 else min(n, want), True))
+        self.got += len(data)
+        if self.got > self.limit:
+            raise DownloadLimit(f"{self.url}: response larger than {self.limit} bytes")
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def release_conn(self) -> None:
+        self.raw.release_conn()
+
+
+class _BoundedAdapter(requests.adapters.HTTPAdapter):
+    """Every response of a pull is read through _BoundedBody: a blob up to its declared size
+    (at most MAX_BLOB; redirects to a CDN included), everything else (manifests, tokens,
+    errors) up to MAX_JSON."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limit = MAX_JSON
+
+    @contextlib.contextmanager
+    def bound(self, limit: int) -> Iterator[None]:
+        self.limit = min(limit, MAX_BLOB)
+        try:
+            yield
+        finally:
+            self.limit = MAX_JSON
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kw: Any) -> Any:
+        start = time.monotonic()
+        kw["stream"] = True  # the body is read by requests through the bound, never before it
+        r = super().send(request, *args, **kw)
+        url = str(request.url).split("?", 1)[0]
+        limit = self.limit
+        declared = r.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            r.close()
+            raise DownloadLimit(f"{url}: response of {declared} bytes, over its {limit}-byte limit")
+        r.raw = _BoundedBody(r.raw, url, limit, start + HTTP_TOTAL)
+        return r
 
 
 class RegistryStore(BlobStore):
-    def __init__(self, client: DXF, ref: ImageRef, work: str) -> None:
+    def __init__(self, client: DXF, ref: ImageRef, work: str, adapter: _BoundedAdapter) -> None:
         self.client = client
         self.ref = ref
         self.work = work
         self.where = str(ref)
+        self.adapter = adapter
+        self.sizes: dict[str, int] = {}  # digest → size its descriptor declares: the bound
+
+    def declare(self, digest: str, size: object) -> None:
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+            self.sizes[digest] = size
 
     def fetch_manifest(self, reference: str) -> tuple[bytes, dict[str, Any]]:
         """GET a manifest by tag or digest; its bytes must match the digest asked for, or the
@@ -71,11 +140,15 @@ class RegistryStore(BlobStore):
 
     def _download(self, digest: str, path: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.work, suffix=".part")
-        with os.fdopen(fd, "wb") as out, registry_errors(self.ref):
+        bound = self.adapter.bound(self.sizes.get(digest, MAX_BLOB))
+        with os.fdopen(fd, "wb") as out, registry_errors(self.ref), bound:
             # python-dxf raises DXFDigestMismatchError after the last chunk if the bytes differ
             chunks = self.client.pull_blob(digest, chunk_size=1 << 20)
             for chunk in chunks:  # type: ignore[union-attr]
-                out.write(chunk)  # type: ignore[arg-type]
+                try:
+                    out.write(chunk)  # type: ignore[arg-type]
+                except OSError as e:
+                    raise UserError(f"{self.where}: blob {digest}: {e.strerror or e}") from None
         os.replace(tmp, path)
 
 
@@ -150,10 +223,13 @@ def pull(
             authenticate,
             insecure=plain,
             tlsverify=not insecure,
-            timeout=TIMEOUT,
+            timeout=HTTP_TIMEOUT,
         )
         with client:
-            store = RegistryStore(client, ref, work)
+            adapter = _BoundedAdapter()
+            client._sessions[0].mount("http://", adapter)  # the session `with client` opened
+            client._sessions[0].mount("https://", adapter)
+            store = RegistryStore(client, ref, work, adapter)
             try:
                 with registry_errors(
                     ref, reraise=(requests.ConnectionError,) if not plain and plain_allowed else ()
