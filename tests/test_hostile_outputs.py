@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BuildSample
-from tests.hostile import as_nobody, cli, leftovers, limits, one_line_error, tmpfs
+from tests.hostile import EXE, as_nobody, cli, leftovers, limits, one_line_error, tmpfs
 from tests.tarcheck import read_strict
 
 
@@ -129,14 +129,25 @@ def test_unwritable_directory_as_another_user(tmp_path: Path, hello: Path) -> No
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o755)
     os.chmod(tmp_path, 0o755)
-    cmd = as_nobody(
-        [
-            str(Path(os.sys.executable).parent / "litebox-pack"),
-            "rewrite",
-            str(hello),
-            "-o",
-            str(locked / "x"),
-        ]
-    )
+    cmd = as_nobody([str(EXE), "rewrite", str(hello), "-o", str(locked / "x")])
     res = subprocess.run(cmd, capture_output=True, timeout=60, cwd="/")
     one_line_error(res, "Permission denied")
+
+
+def test_process_substitution_pipe_is_streamed(tmp_path: Path, hello: Path) -> None:
+    """``-o >(wc -c)``: the shell passes /dev/fd/N, a pipe."""
+    script = f'"{EXE}" {hello} -q --no-main-out -o >(wc -c > count)'
+    res = subprocess.run(
+        ["bash", "-c", script + "; wait"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / ".cache")},
+    )
+    assert res.returncode == 0, res.stderr
+    for _ in range(50):  # the substituted process may finish just after bash
+        if (tmp_path / "count").exists() and (tmp_path / "count").read_text().strip():
+            break
+        threading.Event().wait(0.1)
+    assert int((tmp_path / "count").read_text()) % 10240 == 0
+    assert leftovers(tmp_path) == []
