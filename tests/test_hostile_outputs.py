@@ -4,8 +4,10 @@ replaced; unwritable, read-only or full destinations are one line and leave noth
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -125,13 +127,20 @@ def test_read_only_output_directory(tmp_path: Path, hello: Path) -> None:
         one_line_error(cli("rewrite", hello, "-o", ro / "x", cwd=tmp_path), "Read-only")
 
 
-def test_unwritable_directory_as_another_user(tmp_path: Path, hello: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o755)
-    os.chmod(tmp_path, 0o755)
-    cmd = as_nobody([str(EXE), "rewrite", str(hello), "-o", str(locked / "x")])
-    res = subprocess.run(cmd, capture_output=True, timeout=60, cwd="/")
-    one_line_error(res, "Permission denied")
+def test_unwritable_directory_as_another_user(hello: Path) -> None:
+    # pytest's tmp_path sits in a 0700 directory: use one every user can enter
+    d = Path(tempfile.mkdtemp(prefix="litebox-unwritable-"))
+    try:
+        os.chmod(d, 0o755)
+        shutil.copy(hello, d / "hello")
+        locked = d / "locked"
+        locked.mkdir(mode=0o755)  # root's, not writable by others
+        cmd = as_nobody([str(EXE), "rewrite", str(d / "hello"), "-o", str(locked / "x")])
+        res = subprocess.run(cmd, capture_output=True, timeout=60, cwd=d)
+        one_line_error(res, str(locked / "x"), "Permission denied")
+        assert list(locked.iterdir()) == []
+    finally:
+        shutil.rmtree(d)
 
 
 def test_process_substitution_pipe_is_streamed(tmp_path: Path, hello: Path) -> None:
