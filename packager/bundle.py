@@ -21,7 +21,7 @@ from .cache import cache_root
 from .fsutil import atomic_output
 from .plan import MANIFEST_PATH, Plan, PlannedFile
 from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, run_job
-from .tarball import UstarWriter, validate_paths
+from .tarball import UstarWriter, tar_path, validate_paths
 
 Progress = Callable[[PlannedFile, FileResult], None]
 
@@ -144,6 +144,7 @@ def write_bundle(
     validate_paths([*plan.tar_paths(), *(p for p, _, _ in extra), MANIFEST_PATH])
     summary = BundleSummary(str(output), str(hooked) if hooked else None)
     entries: list[dict[str, Any]] = []
+    main: dict[str, Any] | None = None
     with contextlib.ExitStack() as stack:
         spool = stack.enter_context(
             tempfile.TemporaryDirectory(prefix=".litebox-pack-", dir=output.parent or ".")
@@ -156,9 +157,11 @@ def write_bundle(
             for p in f.paths:
                 with open(r.output, "rb") as src:
                     tar.add_stream(p, src, r.size, r.mode)
-            if f is plan.main and main_fh is not None:
-                with open(r.output, "rb") as src:
-                    shutil.copyfileobj(src, main_fh)
+            if f is plan.main:
+                main = {"path": tar_path(plan.main_path), "sha256": r.sha256_out}
+                if main_fh is not None:
+                    with open(r.output, "rb") as src:
+                        shutil.copyfileobj(src, main_fh)
             if r.temporary:
                 os.unlink(r.output)
             entries.append(manifest_entry(f, r))
@@ -179,6 +182,7 @@ def write_bundle(
             "version": __version__,
             "format": 1,
             "options": options.to_json(),
+            "main": main,  # the binary written beside the tar; run --hooked checks its sha256
             "files": entries,
         }
         # Sorted keys: an outcome read back from the cache must serialise like a fresh one.

@@ -19,6 +19,8 @@ from .bundle import Progress as ProgressFn
 from .console import print_json, stderr, user_errors, warn
 from .errors import UsageError, UserError
 from .fsutil import check_output
+from .hooked import default_path as hooked_path
+from .hooked import replaces_foreign
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
 from .plan import Plan, PlannedFile, build_plan
 from .resolve import resolve
@@ -86,7 +88,8 @@ def pack(
         Path | None,
         typer.Option(
             "--main-out",
-            help="Where to write the rewritten main binary (default: NAME.hooked beside the tar).",
+            help="Where to write the rewritten main binary (default: beside the tar, named after "
+            "it: h/app.tar -> h/app.hooked).",
         ),
     ] = None,
     no_main_out: Annotated[
@@ -285,9 +288,11 @@ def pack(
         no_rewrite=no_rewrite or [],
     )
     extra = check_self_contained(plan, closure)
-    hooked = None if no_main_out else (main_out or out.parent / (inputs[0].name + ".hooked"))
+    hooked = None if no_main_out else (main_out or hooked_path(out))
     if hooked is not None:
         check_output(hooked)
+        if replaces_foreign(hooked, out):
+            warn(f"{hooked}: replacing a file that is not {out}'s main binary")
     options = RewriteOptions(abi, unpatchable, not no_fork_patch)
     show = not quiet and not json_out
     with _progress(plan, enabled=show and sys.stderr.isatty()) as on_file:

@@ -511,7 +511,7 @@ def test_readme_program_from_an_image_tree(tmp_path: Path, image: BuiltImage) ->
     """The README's Docker example packages one program of an image tree with --root."""
     tar, _ = pack(tmp_path, image, "--root", image.rootfs, "/usr/local/bin/app", "-q")
     files = members(tar)
-    assert files["usr/local/bin/app"] == (tmp_path / "app.hooked").read_bytes()
+    assert files["usr/local/bin/app"] == (tmp_path / "out.hooked").read_bytes()
     assert {"lib64/ld-linux-x86-64.so.2", "usr/local/bin/app"} <= set(files)
     assert any(p.endswith("/libz.so.1") for p in files)
 

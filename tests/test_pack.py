@@ -376,4 +376,4 @@ def test_a_path_that_does_not_fit_ustar_is_refused_before_writing(tmp_path: Path
     res = cli("/bin/true", "-o", "x.tar", "--include", f"data:{long_name}", cwd=tmp_path)
     assert res.returncode == 1, res.stderr
     assert res.stderr.count("\n") == 1 and "d" * 60 in res.stderr
-    assert not (tmp_path / "x.tar").exists() and not (tmp_path / "true.hooked").exists()
+    assert not (tmp_path / "x.tar").exists() and not (tmp_path / "x.hooked").exists()
