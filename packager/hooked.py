@@ -61,10 +61,9 @@ def check_matches(hooked: Path, bundle: Path, manifest: dict[str, Any] | None) -
 
     A bundle whose manifest records no sha256 (another packager's, or none) is not checked.
     """
-    main = main_entry(manifest)
-    if main is None or main[1] is None:
+    path, want = main_entry(manifest) or ("", None)
+    if want is None:
         return
-    path, want = main
     got = file_sha256(hooked)
     if got != want:
         raise UserError(
