@@ -20,7 +20,7 @@ from . import __version__
 from .cache import cache_root
 from .fsutil import atomic_output
 from .plan import MANIFEST_PATH, Plan, PlannedFile
-from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, run_job
+from .rewrite_job import NOT_ELF, FileResult, Job, RewriteOptions, cached_result, run_job
 from .tarball import UstarWriter, tar_path, validate_paths
 
 Progress = Callable[[PlannedFile, FileResult], None]
@@ -35,8 +35,15 @@ class BundleSummary:
     size: int = 0
     seconds: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
+    classes: Counter[str] = field(default_factory=Counter)  # files per audit class
     sites: int = 0
     cached: int = 0
+    policy: str = "fail"  # --unpatchable: what was done at the sites listed in ``unpatchable``
+    unpatchable: list[tuple[str, list[int]]] = field(default_factory=list)  # (source, addresses)
+
+    @property
+    def unpatchable_sites(self) -> int:
+        return sum(len(a) for _, a in self.unpatchable)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,9 +54,27 @@ class BundleSummary:
             "bytes": self.size,
             "seconds": round(self.seconds, 3),
             "outcomes": dict(sorted(self.outcomes.items())),
+            "classes": dict(sorted(self.classes.items())),
             "sites": self.sites,
             "cached": self.cached,
+            "unpatchable": {
+                "policy": self.policy,
+                "sites": self.unpatchable_sites,
+                "files": [
+                    {"source": src, "addresses": [f"{a:#x}" for a in addrs]}
+                    for src, addrs in self.unpatchable
+                ],
+            },
         }
+
+
+def audit_class(outcome: dict[str, Any]) -> str:
+    """The class ``audit`` will give the bundled bytes (packager/audit.py), from the outcome."""
+    what = outcome["outcome"]
+    if what == "unchanged":
+        return "non-elf" if outcome.get("reason") == NOT_ELF else "unpatched"
+    # An already-hooked input carries an earlier rewrite's trailer: counted with the patched.
+    return "checked-nothing-to-patch" if what == "checked-nothing-to-patch" else "patched"
 
 
 def rewrite_all(
@@ -142,7 +167,9 @@ def write_bundle(
     """Write the tar and the main binary beside it, both atomically; return what was done."""
     start = time.monotonic()
     validate_paths([*plan.tar_paths(), *(p for p, _, _ in extra), MANIFEST_PATH])
-    summary = BundleSummary(str(output), str(hooked) if hooked else None)
+    summary = BundleSummary(
+        str(output), str(hooked) if hooked else None, policy=options.unpatchable
+    )
     entries: list[dict[str, Any]] = []
     main: dict[str, Any] | None = None
     with contextlib.ExitStack() as stack:
@@ -166,8 +193,11 @@ def write_bundle(
                 os.unlink(r.output)
             entries.append(manifest_entry(f, r))
             summary.outcomes[r.outcome["outcome"]] += 1
+            summary.classes[audit_class(r.outcome)] += 1
             summary.sites += r.outcome.get("sites", 0)
             summary.cached += r.cached
+            if r.outcome.get("unpatchable"):
+                summary.unpatchable.append((f.source, list(r.outcome["unpatchable"])))
             if progress:
                 progress(f, r)
         for path, data, mode in extra:

@@ -8,12 +8,11 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from .audit import AuditReport, Cls, FailOn, MemberReport, audit_tar
-from .console import print_json, user_errors
+from .console import console, print_json, user_errors
 
 EXIT_FAIL_ON = 3
 
@@ -102,17 +101,15 @@ def _trampoline(m: MemberReport) -> str:
 def _note(m: MemberReport) -> str:
     parts = [m.reason] if m.reason and m.cls is not Cls.PATCHED else []
     if m.unpatchable:
-        parts.append(f"{m.unpatchable} unpatchable")
+        kept = f", {m.kept} kept as syscall(s)" if m.kept else ""
+        parts.append(f"{m.unpatchable} unpatchable{kept}")
     parts += [f"MISMATCH: {x}" for x in m.mismatches]
     parts += m.notes
     return "; ".join(p for p in parts if p)
 
 
 def _print_text(report: AuditReport) -> None:
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        # Logs and pipes: never cut a path or a note to fit 80 columns.
-        console = Console(highlight=False, width=max(console.width, 200))
+    out = console()
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("path", overflow="fold")
     table.add_column("class")
@@ -131,11 +128,11 @@ def _print_text(report: AuditReport) -> None:
             Text(_trampoline(m)),
             Text(_note(m)),
         )
-    console.print(table)
+    out.print(table)
     if report.skipped:
         kinds = Counter(s.type for s in report.skipped)
         listing = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-        console.print(f"skipped (not regular files): {listing}", markup=False, soft_wrap=True)
+        out.print(f"skipped (not regular files): {listing}", markup=False, soft_wrap=True)
     for p in report.problems:
-        console.print(f"problem: {p}", markup=False, soft_wrap=True)
-    console.print(report.summary_line(), markup=False, soft_wrap=True)
+        out.print(f"problem: {p}", markup=False, soft_wrap=True)
+    out.print(report.summary_line(), markup=False, soft_wrap=True)

@@ -351,7 +351,8 @@ def _pack_image(
     elif show:
         _print_summary(summary, prepared.plan, command)
         local = ["litebox-pack", "run", summary.output, "--", *RUN_ARGS]
-        stderr.print(f"or here with:\n  {' '.join(shlex.quote(p) for p in local)}", soft_wrap=True)
+        line = f"or here with:\n  {' '.join(shlex.quote(p) for p in local)}"
+        stderr.print(line, markup=False, soft_wrap=True)
 
 
 def _image_runner_command(out: str, run_args: list[str]) -> str:
@@ -409,7 +410,14 @@ def _verbose_line(f: PlannedFile, r: FileResult) -> None:
     what = o["outcome"] + (f" ({o['reason']})" if o.get("reason") else "")
     if o["outcome"] == "patched":
         what += f", {o['sites']} sites"
-    stderr.print(f"{f.source}: {what}{' [cached]' if r.cached else ''} -> {', '.join(f.paths)}")
+    if o.get("unpatchable"):
+        left = "trapped" if o.get("strategies", {}).get("trapped") else "kept"
+        what += (
+            f", {len(o['unpatchable'])} {left} ({' '.join(f'{a:#x}' for a in o['unpatchable'])})"
+        )
+    line = f"{f.source}: {what}{' [cached]' if r.cached else ''} -> {', '.join(f.paths)}"
+    # Not markup (a path may hold "["), and left to the terminal to wrap: never cut mid-path.
+    stderr.print(line, markup=False, soft_wrap=True, highlight=False)
 
 
 def _runner_command(out: Path, hooked: Path | None) -> str:
@@ -420,28 +428,29 @@ def _runner_command(out: Path, hooked: Path | None) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+# Audit's classes (packager/audit.py), from the outcome the rewriter reported.
+_CLASSES = ("patched", "checked-nothing-to-patch", "unpatched", "non-elf")
+
+
 def _print_summary(s: BundleSummary, plan: Plan, command: str) -> None:
     table = Table(title=f"{s.output}", show_header=True, title_justify="left")
-    for col in (
-        "files",
-        "patched",
-        "checked, nothing to patch",
-        "unchanged",
-        "sites",
-        "size",
-        "time",
-    ):
-        table.add_column(col, justify="right")
+    left = "trapped" if s.policy == "trap" else "kept"
+    columns = ["files", *_CLASSES, "sites", *([left] if s.policy != "fail" else []), "size", "time"]
+    for col in columns:
+        table.add_column(col, justify="right", no_wrap=True)
     table.add_row(
         str(s.files),
-        str(s.outcomes.get("patched", 0)),
-        str(s.outcomes.get("checked-nothing-to-patch", 0)),
-        str(s.outcomes.get("unchanged", 0) + s.outcomes.get("already-hooked", 0)),
+        *(str(s.classes.get(c, 0)) for c in _CLASSES),
         str(s.sites),
+        *([str(s.unpatchable_sites)] if s.policy != "fail" else []),
         f"{s.size / 1048576:.1f} MiB",
         f"{s.seconds:.2f} s" + (f" ({s.cached} cached)" if s.cached else ""),
     )
     stderr.print(table)
+    for source, addrs in s.unpatchable:
+        line = f"{left}: {source} {' '.join(f'{a:#x}' for a in addrs)}"
+        stderr.print(line, markup=False, soft_wrap=True)
     if s.hooked:
-        stderr.print(f"main binary: {s.hooked} (bundle path {plan.main_path})")
-    stderr.print(f"run it under LiteBox with:\n  {command}", soft_wrap=True)
+        line = f"main binary: {s.hooked} (bundle path {plan.main_path})"
+        stderr.print(line, markup=False, soft_wrap=True)
+    stderr.print(f"run it under LiteBox with:\n  {command}", markup=False, soft_wrap=True)

@@ -1,4 +1,4 @@
-"""Output helpers shared by the commands: one-line errors, JSON, stderr console."""
+"""Output helpers shared by the commands: one-line errors, JSON, the rich consoles."""
 
 from __future__ import annotations
 
@@ -6,19 +6,43 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
 from rewriter import RewriteError
 
 from .errors import UserError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
-stderr = Console(stderr=True, highlight=False)
+# Width for output that is not a terminal (a pipe, a CI log): wide enough that no line is ever
+# wrapped or cut to a guessed 80 columns; tables stay as wide as their content.
+PIPE_WIDTH = 100_000
+_consoles: dict[bool, Console] = {}
+
+
+def console(err: bool = False) -> Console:
+    """The rich console for stdout (or stderr): on a terminal its width; elsewhere unwrapped."""
+    if err not in _consoles:
+        from rich.console import Console  # only commands that draw tables pay for rich
+
+        c = Console(stderr=err, highlight=False)
+        if not c.is_terminal:
+            c = Console(stderr=err, highlight=False, width=PIPE_WIDTH)
+        _consoles[err] = c
+    return _consoles[err]
+
+
+def __getattr__(name: str) -> Any:
+    # ``console.stderr``: the stderr console, made on first use.
+    if name == "stderr":
+        return console(err=True)
+    raise AttributeError(name)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -366,11 +366,11 @@ def test_json_structure(full_tar, files):
         "members": 8, "elf": 6, "patched": 3, "checked-nothing-to-patch": 1, "unpatched": 2,
         "invalid-trailer": 0, "non-elf": 2,
         "sites": 2 * libc.patched_sites + trap.patched_sites,
-        "unpatchable_sites": 1, "mismatches": 0, "problems": 0,
+        "unpatchable_sites": 1, "kept_sites": 0, "mismatches": 0, "problems": 0,
     }  # fmt: skip
     keys = {
         "path", "size", "mode", "sha256", "class", "elf", "abi", "sites", "stubs",
-        "trampoline", "reason", "unpatchable", "manifest", "mismatches", "notes",
+        "trampoline", "reason", "unpatchable", "kept", "manifest", "mismatches", "notes",
     }  # fmt: skip
     members = {m["path"]: m for m in doc["members"]}
     assert all(set(m) == keys for m in doc["members"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -78,3 +80,62 @@ def test_run_hooked_refuses_another_bundles_binary(
     assert len(lines) == 1 and "red.hooked: not the main binary of res.tar" in lines[0]
     right = cli("run", "--hooked", "res.hooked", "res.tar", "--", "x", cwd=tmp_path)
     assert "hello from litebox-pack (argc=2)" in right.stdout, right.stderr
+
+
+# --- --unpatchable keep -------------------------------------------------------------------------
+
+
+def test_kept_sites_are_counted_and_listed_everywhere(
+    build_sample: BuildSample, tmp_path: Path
+) -> None:
+    lone = build_sample("lone.S", "nostdlib")
+    res = cli(lone, "-o", "lone.tar", "--unpatchable", "keep", "-v", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    doc = _manifest(tmp_path / "lone.tar")
+    (entry,) = [f for f in doc["files"] if f["source"] == str(lone)]
+    (addr,) = entry["unpatchable"]
+    assert entry["strategies"] == {"kept": 1}
+    # -v line, table column and listing
+    assert f"{lone}: patched, 0 sites, 1 kept ({addr:#x})" in res.stderr
+    header = next(line for line in res.stderr.splitlines() if "files" in line)
+    assert [c.strip() for c in header.strip("┃ ").split("┃")][-3] == "kept"
+    assert f"kept: {lone} {addr:#x}" in res.stderr
+    js = cli(lone, "-o", "lone.tar", "--unpatchable", "keep", "--json", cwd=tmp_path)
+    summary = json.loads(js.stdout)["unpatchable"]
+    assert summary == {
+        "policy": "keep",
+        "sites": 1,
+        "files": [{"source": str(lone), "addresses": [f"{addr:#x}"]}],
+    }
+    # audit: no false mismatch, the kept site is an unpatchable one
+    ok = cli("audit", "lone.tar", "--fail-on", "mismatch", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "1 kept as syscall" in ok.stdout and "MISMATCH" not in ok.stdout
+    gate = cli("audit", "lone.tar", "--fail-on", "unpatchable", "--json", cwd=tmp_path)
+    assert gate.returncode == 3
+    report = json.loads(gate.stdout)
+    assert report["summary"]["kept_sites"] == 1 and report["summary"]["mismatches"] == 0
+    (member,) = [m for m in report["members"] if m["path"] == str(lone).lstrip("/")]
+    assert (member["unpatchable"], member["kept"]) == (1, 1)
+
+
+# --- output that is not a terminal ----------------------------------------------------------------
+
+
+def test_piped_output_is_never_wrapped(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 70) / ("e" * 70)
+    deep.mkdir(parents=True)
+    shutil.copy("/bin/true", deep / "true")
+    args = (deep / "true", "/bin/ls", "-o", "t.tar", "-v")
+    cli(*args, cwd=tmp_path)  # fill the cache: the second run's time cell says "(N cached)"
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    # One -v line per file, each holding its whole path.
+    assert any(line.startswith(f"{deep / 'true'}: ") for line in lines)
+    header = next(line for line in lines if "files" in line)
+    names = [c.strip() for c in header.strip("┃ ").split("┃")]
+    classes = ["patched", "checked-nothing-to-patch", "unpatched", "non-elf"]
+    assert names == ["files", *classes, "sites", "size", "time"]
+    assert re.search(r"\d+\.\d\d s \(\d+ cached\)", res.stderr)
+    assert "--initial-files t.tar t.hooked" in res.stderr

@@ -365,7 +365,7 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
         os.environ.update(old)
     assert os.waitstatus_to_exitcode(status) == 0
     text = out.decode(errors="replace")
-    assert "rewriting" in text and "checked, nothing to" in text
+    assert "rewriting" in text and "checked-nothing-to-patch" in text
     piped = cli("/usr/bin/python3", "-o", "p.tar", "--no-cache", cwd=tmp_path)
     assert piped.returncode == 0 and "rewriting" not in piped.stderr and "files" in piped.stderr
 
