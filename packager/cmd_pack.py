@@ -23,7 +23,7 @@ from .hooked import default_path as hooked_path
 from .hooked import replaces_foreign
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
 from .plan import Plan, PlannedFile, build_plan
-from .resolve import resolve
+from .resolve import Closure, resolve
 from .rewrite_job import FileResult, RewriteOptions
 from .selfcheck import check_self_contained
 
@@ -100,6 +100,14 @@ def pack(
         bool, typer.Option("-v", "--verbose", help="Say what happened to every file.")
     ] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")] = False,
+    allow_data_input: Annotated[
+        bool,
+        typer.Option(
+            "--allow-data-input",
+            help="Accept inputs that are neither ELF programs nor #! scripts (bundled as they "
+            "are; --include HOST:GUEST is the usual way to add data).",
+        ),
+    ] = False,
     oci_image: Annotated[
         str | None,
         typer.Option(
@@ -281,6 +289,8 @@ def pack(
     dirs = [d for d in (library_path or "").split(":") if d]
     closure = resolve([str(p) for p in inputs], root=str(root) if root else None, library_path=dirs)
     closure.raise_if_missing()
+    if not allow_data_input:
+        _refuse_data_inputs(closure)
     plan = build_plan(
         closure,
         host_root=str(root) if root else None,
@@ -311,6 +321,22 @@ def pack(
         print_json({**summary.to_json(), "runner": command, "main": plan.main_path})
     elif show:
         _print_summary(summary, plan, command)
+
+
+def _refuse_data_inputs(closure: Closure) -> None:
+    """An input must be something execve runs: an ELF or a ``#!`` script (a data file given as a
+    program is a mistake far more often than a wish)."""
+    for inp in closure.inputs:
+        try:
+            with open(inp.realpath, "rb") as fh:
+                head = fh.read(4)
+        except OSError as e:
+            raise UserError(f"{inp.name}: cannot read: {e.strerror or e}") from None
+        if head != b"\x7fELF" and not head.startswith(b"#!"):
+            raise UserError(
+                f"{inp.name}: neither an ELF program nor a #! script; add data with "
+                f"--include {inp.name}:/GUEST/PATH, or force it with --allow-data-input"
+            )
 
 
 def _pack_image(

@@ -139,3 +139,29 @@ def test_piped_output_is_never_wrapped(tmp_path: Path) -> None:
     assert names == ["files", *classes, "sites", "size", "time"]
     assert re.search(r"\d+\.\d\d s \(\d+ cached\)", res.stderr)
     assert "--initial-files t.tar t.hooked" in res.stderr
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def test_an_input_that_is_no_program_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text("hello\n")
+    res = cli("./t.txt", "-o", "t.tar", cwd=tmp_path)
+    assert res.returncode == 1
+    assert res.stderr.splitlines() == [
+        "litebox-pack: error: t.txt: neither an ELF program nor a #! script; add data with "
+        "--include t.txt:/GUEST/PATH, or force it with --allow-data-input"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+    forced = cli("./t.txt", "-o", "t.tar", "--allow-data-input", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert "t.txt" in _manifest(tmp_path / "t.tar")["main"]["path"]
+
+
+def test_a_script_input_is_still_a_program(tmp_path: Path) -> None:
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    res = cli(script, "-o", "s.tar", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    paths = {p for f in _manifest(tmp_path / "s.tar")["files"] for p in f["paths"]}
+    assert "bin/sh" in paths or "usr/bin/sh" in paths
