@@ -9,6 +9,7 @@ help: start-up time is paid on every invocation, and ``run`` in particular must 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -74,9 +75,29 @@ def _command_names() -> set[str]:
     return set(COMMANDS) | {"--help", "-h", "--version"}
 
 
+def _near_verb(word: str) -> str | None:
+    """The command ``word`` is probably a typo of, when it names no file (``dep`` -> ``deps``)."""
+    if word.startswith("-") or os.path.lexists(word):
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "help":
+        # ``help`` and ``help VERB``: what ``--help`` prints
+        args = [*args[1:2], "--help"]
     if args and args[0] not in _command_names():
+        verb = _near_verb(args[0])
+        if verb is not None:
+            print(
+                f"litebox-pack: error: no command {args[0]!r} (did you mean {verb!r}?)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
         args.insert(0, "pack")
     names = [args[0]] if args and args[0] in COMMANDS else list(COMMANDS)
     build_app(names)(args=args, prog_name="litebox-pack")

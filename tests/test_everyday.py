@@ -165,3 +165,26 @@ def test_a_script_input_is_still_a_program(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     paths = {p for f in _manifest(tmp_path / "s.tar")["files"] for p in f["paths"]}
     assert "bin/sh" in paths or "usr/bin/sh" in paths
+
+
+# --- verbs ----------------------------------------------------------------------------------------
+
+
+def test_a_mistyped_verb_is_named(tmp_path: Path) -> None:
+    res = cli("dep", "./hello", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr == "litebox-pack: error: no command 'dep' (did you mean 'deps'?)\n"
+    # A file of that name is an input, as before.
+    (tmp_path / "dep").write_text("#!/bin/sh\n")
+    assert cli("dep", "-o", "dep.tar", cwd=tmp_path).returncode == 0
+    # A word near no verb is still taken for a missing input.
+    far = cli("zzz", cwd=tmp_path)
+    assert far.returncode == 1 and "zzz: no such file" in far.stderr
+
+
+def test_help_prints_the_help(tmp_path: Path) -> None:
+    res = cli("help", cwd=tmp_path)
+    assert res.returncode == 0 and "Usage: litebox-pack" in res.stdout
+    assert all(verb in res.stdout for verb in ("pack", "rewrite", "deps", "audit", "run"))
+    deps = cli("help", "deps", cwd=tmp_path)
+    assert deps.returncode == 0 and "Usage: litebox-pack deps" in deps.stdout
