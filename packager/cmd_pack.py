@@ -22,7 +22,7 @@ from .fsutil import check_output
 from .hooked import default_path as hooked_path
 from .hooked import replaces_foreign
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
-from .plan import Plan, PlannedFile, build_plan
+from .plan import Plan, PlannedFile, build_plan, parse_input
 from .resolve import Closure, resolve
 from .rewrite_job import FileResult, RewriteOptions
 from .selfcheck import check_self_contained
@@ -39,7 +39,12 @@ def register(app: typer.Typer) -> None:
 def pack(
     inputs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Programs (ELF or #! scripts) to package.", show_default=False),
+        typer.Argument(
+            help="Programs (ELF or #! scripts) to package, each as HOST or HOST:GUEST (its "
+            "path in the bundle; default: its own absolute path).",
+            metavar="INPUT...",
+            show_default=False,
+        ),
     ] = None,
     output: Annotated[
         Path | None,
@@ -282,12 +287,13 @@ def pack(
         raise UsageError("nothing to package: give programs, or --oci-image/--oci-archive/...")
     if root is not None and not root.is_dir():
         raise UserError(f"--root {root}: not a directory")
-    out = output or Path(inputs[0].name + ".tar")
+    hosts, guests = zip(*(parse_input(str(p)) for p in inputs), strict=True)
+    out = output or Path(Path(hosts[0]).name + ".tar")
     check_output(out)
     if out.suffix != ".tar":
         warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
     dirs = [d for d in (library_path or "").split(":") if d]
-    closure = resolve([str(p) for p in inputs], root=str(root) if root else None, library_path=dirs)
+    closure = resolve(list(hosts), root=str(root) if root else None, library_path=dirs)
     closure.raise_if_missing()
     if not allow_data_input:
         _refuse_data_inputs(closure)
@@ -296,6 +302,7 @@ def pack(
         host_root=str(root) if root else None,
         includes=include or [],
         no_rewrite=no_rewrite or [],
+        guest_paths=guests,
     )
     extra = check_self_contained(plan, closure)
     hooked = None if no_main_out else (main_out or hooked_path(out))

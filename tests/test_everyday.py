@@ -188,3 +188,34 @@ def test_help_prints_the_help(tmp_path: Path) -> None:
     assert all(verb in res.stdout for verb in ("pack", "rewrite", "deps", "audit", "run"))
     deps = cli("help", "deps", cwd=tmp_path)
     assert deps.returncode == 0 and "Usage: litebox-pack deps" in deps.stdout
+
+
+def test_host_guest_inputs_give_one_bundle_from_any_directory(
+    build_sample: BuildSample, tmp_path: Path
+) -> None:
+    exe = build_sample("hello.c")
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(exe, tmp_path / d / "hello")
+        res = cli("./hello:/app/bin/hello", "-o", f"../{d}.tar", cwd=tmp_path / d)
+        assert res.returncode == 0, res.stderr
+        assert "(bundle path /app/bin/hello)" in res.stderr
+    a, b = (tmp_path / "a.tar").read_bytes(), (tmp_path / "b.tar").read_bytes()
+    assert a == b
+    doc = _manifest(tmp_path / "a.tar")
+    assert doc["main"]["path"] == "app/bin/hello"
+    main = next(f for f in doc["files"] if {"kind": "input"} in f["included_because"])
+    assert main["paths"] == ["app/bin/hello"] and main["source"] == "hello"
+    ran = cli("run", "a.tar", "--", "/app/bin/hello", "x", cwd=tmp_path)
+    assert "hello from litebox-pack (argc=2)" in ran.stdout, ran.stderr
+    # Without a GUEST the input keeps its own absolute path.
+    plain = cli(tmp_path / "a" / "hello", "-o", "p.tar", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert _manifest(tmp_path / "p.tar")["main"]["path"] == str(tmp_path / "a/hello").lstrip("/")
+
+
+def test_a_guest_path_must_be_absolute(tmp_path: Path) -> None:
+    res = cli("/bin/true:app/true", "-o", "t.tar", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "expected HOST_PATH or HOST_PATH:/GUEST_PATH" in res.stderr
+    assert not (tmp_path / "t.tar").exists()
