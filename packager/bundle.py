@@ -123,7 +123,9 @@ def rewrite_all(
 
 
 def manifest_entry(f: PlannedFile, r: FileResult) -> dict[str, Any]:
-    return _entry(f.paths, f.label or f.source, r.mode, r.sha256_in, r.sha256_out, r.outcome, f.reasons)
+    return _entry(
+        f.paths, f.label or f.source, r.mode, r.sha256_in, r.sha256_out, r.outcome, f.reasons
+    )
 
 
 def _entry(

@@ -8,9 +8,9 @@ name, with the same bytes.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 from .errors import UsageError, UserError
