@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .audit import AuditReport, Cls, FailOn, MemberReport, audit_tar
-from .console import console, print_json, user_errors
+from .console import PATH_ARG, console, print_json, user_errors
 
 EXIT_FAIL_ON = 3
 
@@ -54,7 +54,8 @@ def audit(
         Path,
         typer.Argument(
             help="The tar to audit (any tar; gzip/xz too).",
-            metavar="BUNDLE.tar",
+            metavar="BUNDLE",
+            click_type=PATH_ARG,
             show_default=False,
         ),
     ],
@@ -66,8 +67,10 @@ def audit(
         typer.Option(
             "--fail-on",
             case_sensitive=False,
-            help="Exit 3 when the bundle has: unpatched (an ELF without a trailer or with an "
-            "invalid one), unpatchable (sites the manifest records as trapped or kept), "
+            metavar="CHECK",
+            help="Exit 3 when the bundle has what CHECK names: unpatched (an ELF without a "
+            "trailer or with an invalid one), unpatchable (sites the manifest records as "
+            "trapped or kept), "
             "mismatch (manifest contradicts the bytes, mixed stub ABIs, duplicate paths, "
             "links, PAX or GNU long-name records), or any of these.",
         ),

@@ -16,7 +16,7 @@ from rewriter import Abi
 
 from .bundle import BundleSummary, write_bundle
 from .bundle import Progress as ProgressFn
-from .console import print_json, stderr, user_errors, warn
+from .console import PATH_ARG, help_text, print_json, stderr, user_errors, warn
 from .errors import UsageError, UserError
 from .fsutil import check_output
 from .hooked import default_path as hooked_path
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("pack")(pack)
+    app.command("pack", help=help_text(pack.__doc__))(pack)
 
 
 @user_errors
@@ -43,12 +43,18 @@ def pack(
             help="Programs (ELF or #! scripts) to package, each as HOST or HOST:GUEST (its "
             "path in the bundle; default: its own absolute path).",
             metavar="INPUT...",
+            click_type=PATH_ARG,
             show_default=False,
         ),
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="The tar to write (default: FIRST_INPUT_NAME.tar)."),
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="The tar to write (default: the first input's name + .tar).",
+        ),
     ] = None,
     include: Annotated[
         list[str] | None,
@@ -78,13 +84,21 @@ def pack(
         Path | None,
         typer.Option(
             "--root",
+            metavar="DIR",
             help="Resolve and read everything inside DIR (a sysroot or unpacked "
             "rootfs), never from the host.",
         ),
     ] = None,
     jobs: Annotated[
         int,
-        typer.Option("-j", "--jobs", min=0, help="Parallel rewrites (0, the default: all cores)."),
+        typer.Option(
+            "-j",
+            "--jobs",
+            min=0,
+            metavar="N",
+            help="Parallel rewrites (0, the default: all cores).",
+            show_default=False,
+        ),
     ] = 0,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not use or fill the rewrite cache.")
@@ -93,6 +107,7 @@ def pack(
         Path | None,
         typer.Option(
             "--main-out",
+            metavar="FILE",
             help="Where to write the rewritten main binary (default: beside the tar, named after "
             "it: h/app.tar -> h/app.hooked).",
         ),
@@ -182,6 +197,7 @@ def pack(
         str | None,
         typer.Option(
             "--username",
+            metavar="NAME",
             help="Registry user (default: ~/.docker/config.json, else anonymous).",
             rich_help_panel="Container images",
         ),

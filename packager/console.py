@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
+from typer._click import types as click_types  # typer < 0.28 carries its own click
+from typer.models import TyperPath
 
 from rewriter import RewriteError
 
@@ -43,6 +46,32 @@ def __getattr__(name: str) -> Any:
     if name == "stderr":
         return console(err=True)
     raise AttributeError(name)
+
+
+def help_text(doc: str | None) -> str:
+    """A docstring as command help: paragraphs kept, the lines of each joined into one.
+
+    typer's rich help keeps a docstring's line breaks, which would break sentences mid-way.
+    """
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+class _PathArg(TyperPath):
+    """An argument's path type without the ``<path>`` column in the help: the placeholder
+    (INPUT, BUNDLE) says it; shells still complete file names."""
+
+    def get_metavar(self, param: Any, ctx: Any) -> str:
+        return ""
+
+
+class _TextArg(click_types.StringParamType):
+    def get_metavar(self, param: Any, ctx: Any) -> str:
+        return ""
+
+
+PATH_ARG = _PathArg()
+TEXT_ARG = _TextArg()
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.test_pack import cli
+import pytest
+
+from tests.test_pack import EXE, cli
 
 BuildSample = Callable[..., Path]
 
@@ -219,3 +223,49 @@ def test_a_guest_path_must_be_absolute(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "expected HOST_PATH or HOST_PATH:/GUEST_PATH" in res.stderr
     assert not (tmp_path / "t.tar").exists()
+
+
+# --- help -----------------------------------------------------------------------------------------
+
+
+def _help(verb: str, columns: int) -> str:
+    env = {**os.environ, "COLUMNS": str(columns)}
+    res = subprocess.run(
+        [str(EXE), verb, "--help"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+VERBS = ("pack", "rewrite", "deps", "audit", "run")
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help_sentences_flow(verb: str) -> None:
+    """Each paragraph of a command's help is one line when the terminal is wide enough."""
+    from packager.cli import SUMMARIES, build_app
+
+    text = _help(verb, 2000)
+    command = next(c for c in build_app([verb]).registered_commands if c.name == verb)
+    paragraphs = [p for p in (command.help or "").split("\n\n") if p]
+    assert paragraphs[0] == SUMMARIES[verb]
+    assert len(paragraphs) >= 2
+    lines = [line.strip() for line in text.splitlines()]
+    for p in paragraphs:
+        assert p in lines, p
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help_placeholders_are_consistent(verb: str) -> None:
+    text = _help(verb, 80)
+    for odd in ("<str>", "<int", "{input", "{bundle", "[inputs]", "BUNDLE.tar}", "<redzone"):
+        assert odd not in text
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    words = re.findall(r"[\[{]([^\]}]+)[\]}]", usage)
+    assert words and all(w == w.upper() or w.startswith("-- ") for w in words), usage
+
+
+def test_fail_on_choices_are_whole_words() -> None:
+    text = _help("audit", 80)
+    for choice in ("unpatched", "unpatchable", "mismatch"):
+        assert re.search(rf"\b{choice}\b", text), choice
