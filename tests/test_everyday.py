@@ -269,3 +269,29 @@ def test_fail_on_choices_are_whole_words() -> None:
     text = _help("audit", 80)
     for choice in ("unpatched", "unpatchable", "mismatch"):
         assert re.search(rf"\b{choice}\b", text), choice
+
+
+# --- shell completion -----------------------------------------------------------------------------
+
+
+def _complete(words: str, cword: int) -> list[str]:
+    env = {
+        **os.environ,
+        "_LITEBOX_PACK_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(cword),
+    }
+    res = subprocess.run([str(EXE)], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split()
+
+
+def test_shell_completion_completes_commands_options_and_choices() -> None:
+    assert _complete("litebox-pack au", 1) == ["audit"]
+    assert _complete("litebox-pack audit --fa", 2) == ["--fail-on"]
+    assert _complete("litebox-pack audit --fail-on un", 3) == ["unpatched", "unpatchable"]
+    assert "--unpatchable" in _complete("litebox-pack pack --unp", 2)
+    script = subprocess.run(
+        [str(EXE), "--show-completion", "bash"], capture_output=True, text=True, timeout=60
+    )
+    assert script.returncode == 0 and "_LITEBOX_PACK_COMPLETE=complete_bash" in script.stdout
