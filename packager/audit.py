@@ -11,7 +11,7 @@ loader rejects), ``non-elf``.
 
 JSON (``AuditReport.to_json``; ``audit_format`` changes only with incompatible changes)::
 
-    {"audit_format": 1, "tool": "litebox-pack", "version": str, "bundle": str,
+    {"format": 1, "audit_format": 1, "tool": "litebox-pack", "version": str, "bundle": str,
      "abi": "redzone"|"resume"|"i386"|"other"|"mixed"|null,     # over all patched members
      "manifest": null | {"path": str, "valid": bool, "problem": str|null,
                          "tool": str|null, "version": str|null, "abi": str|null},
@@ -55,9 +55,10 @@ from rewriter.trailer import Trailer
 
 from . import __version__
 from .errors import UserError
+from .schemas import FORMAT
 
 MANIFEST_PATH = "litebox/manifest.json"
-AUDIT_FORMAT = 1
+AUDIT_FORMAT = FORMAT["audit"]
 _CHUNK = 1 << 20
 
 # Stub signatures of spec/stub-abi.md, spelled out here rather than imported from the rewriter so
@@ -383,7 +384,8 @@ class AuditReport:
             problems=len(self.problems),
         )
         return {
-            "audit_format": AUDIT_FORMAT,
+            "format": AUDIT_FORMAT,
+            "audit_format": AUDIT_FORMAT,  # the same number, under its first name
             "tool": "litebox-pack",
             "version": __version__,
             "bundle": self.bundle,

@@ -21,6 +21,7 @@ from .cache import cache_root
 from .fsutil import atomic_output
 from .plan import MANIFEST_PATH, Plan, PlannedFile
 from .rewrite_job import NOT_ELF, FileResult, Job, RewriteOptions, cached_result, run_job
+from .schemas import FORMAT
 from .tarball import UstarWriter, tar_path, validate_paths
 
 Progress = Callable[[PlannedFile, FileResult], None]
@@ -212,7 +213,7 @@ def write_bundle(
         manifest = {
             "tool": "litebox-pack",
             "version": __version__,
-            "format": 1,
+            "format": FORMAT["manifest"],
             "options": options.to_json(),
             "main": main,  # the binary written beside the tar; run --hooked checks its sha256
             "files": entries,

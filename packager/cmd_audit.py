@@ -35,8 +35,8 @@ HELP = "\n\n".join(
         "each entry is compared with the bytes (sha256, outcome, sites, trampoline size, ABI) "
         "and disagreements are listed. Without a manifest, unpatchable sites cannot be known.",
         "Prints a table and a summary line, or with --json an object with the keys "
-        "audit_format, tool, version, bundle, abi, manifest, summary, members, skipped, "
-        "problems, fail_on, failed (documented in packager/audit.py).",
+        "format, audit_format, tool, version, bundle, abi, manifest, summary, members, skipped, "
+        "problems, fail_on, failed (schema: packager/schemas/audit.schema.json).",
         "Exit status: 0 audited (whatever the findings, unless --fail-on matches); "
         "1 the bundle cannot be read (missing, a directory, not a tar); "
         "2 bad command line; 3 --fail-on matched.",
@@ -60,7 +60,7 @@ def audit(
         ),
     ],
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print the report as JSON (audit_format 1).")
+        bool, typer.Option("--json", help="Print the report as JSON (format 1).")
     ] = False,
     fail_on: Annotated[
         FailOn | None,

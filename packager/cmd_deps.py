@@ -11,6 +11,7 @@ import typer
 
 from .console import PATH_ARG, help_text, print_json, user_errors
 from .resolve import Closure, Library, resolve
+from .schemas import FORMAT
 
 
 def register(app: typer.Typer) -> None:
@@ -97,7 +98,7 @@ def deps(
         library_path=split_library_path(library_path),
     )
     if json_out:
-        print_json(closure.to_json())
+        print_json({"format": FORMAT["deps"], **closure.to_json()})
     else:
         for line in tree_lines(closure):
             typer.echo(line)

@@ -25,6 +25,7 @@ from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
 from .plan import Plan, PlannedFile, build_plan, parse_input
 from .resolve import Closure, resolve
 from .rewrite_job import FileResult, RewriteOptions
+from .schemas import FORMAT
 from .selfcheck import check_self_contained
 
 if TYPE_CHECKING:
@@ -341,7 +342,8 @@ def pack(
         )
     command = _runner_command(out, hooked)
     if json_out:
-        print_json({**summary.to_json(), "runner": command, "main": plan.main_path})
+        doc = {"format": FORMAT["pack"], **summary.to_json()}
+        print_json({**doc, "runner": command, "main": plan.main_path})
     elif show:
         _print_summary(summary, plan, command)
 
@@ -396,7 +398,8 @@ def _pack_image(
         summary.output = str(output or out.name)
     command = _image_runner_command(summary.output, RUN_ARGS)
     if json_out:
-        print_json({**summary.to_json(), "runner": command, "image": prepared.info})
+        doc = {"format": FORMAT["pack"], **summary.to_json()}
+        print_json({**doc, "runner": command, "image": prepared.info})
     elif show:
         _print_summary(summary, prepared.plan, command)
         local = ["litebox-pack", "run", summary.output, "--", *RUN_ARGS]

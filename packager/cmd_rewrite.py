@@ -14,6 +14,7 @@ from .console import PATH_ARG, help_text, print_json, user_errors
 from .errors import UserError
 from .fsutil import read_input, write_atomic
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
+from .schemas import FORMAT
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +59,8 @@ def rewrite(
         raise UserError(f"{input}: {e}") from None
     write_atomic(out, result.data, os.stat(input).st_mode & 0o7777)
     if json_out:
-        print_json({"input": str(input), "output": str(out), **result.to_json()})
+        doc = {"format": FORMAT["rewrite"], "input": str(input), "output": str(out)}
+        print_json({**doc, **result.to_json()})
     else:
         note = "" if result.outcome is not Outcome.UNCHANGED else " (copied as is)"
         typer.echo(f"{input} -> {out}: {result.summary()}{note}")

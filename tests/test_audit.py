@@ -354,10 +354,11 @@ def test_json_structure(full_tar, files):
     assert res.exit_code == 3
     doc = json.loads(res.stdout)
     assert list(doc) == [
-        "audit_format", "tool", "version", "bundle", "abi", "manifest", "summary",
+        "format", "audit_format", "tool", "version", "bundle", "abi", "manifest", "summary",
         "members", "skipped", "problems", "fail_on", "failed",
     ]  # fmt: skip
-    assert (doc["audit_format"], doc["abi"], doc["fail_on"]) == (1, "redzone", "unpatchable")
+    assert (doc["format"], doc["audit_format"]) == (1, 1)
+    assert (doc["abi"], doc["fail_on"]) == ("redzone", "unpatchable")
     assert doc["failed"] == ["1 unpatchable site(s) in 1 file(s)"]
     assert doc["manifest"]["valid"] is True and doc["manifest"]["abi"] == "redzone"
     s = doc["summary"]
