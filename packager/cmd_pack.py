@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from rewriter import Abi
 
 from .bundle import BundleSummary, write_bundle
 from .bundle import Progress as ProgressFn
-from .console import PATH_ARG, help_text, print_json, stderr, user_errors, warn
+from .console import PATH_ARG, help_text, print_json, progress_bar, stderr, user_errors, warn
 from .errors import UsageError, UserError
 from .fsutil import check_output
 from .hooked import default_path as hooked_path
@@ -30,6 +40,7 @@ from .selfcheck import check_self_contained
 
 if TYPE_CHECKING:
     from .oci.build import ContainerRequest
+    from .oci.registry import DownloadProgress
 
 
 def register(app: typer.Typer) -> None:
@@ -384,7 +395,7 @@ def _pack_image(
     if out.suffix != ".tar":
         warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
     show = not quiet and not json_out
-    with prepare(request) as prepared:
+    with _downloads(show) as request.download_progress, prepare(request) as prepared:
         with _progress(prepared.plan, enabled=show and sys.stderr.isatty()) as on_file:
             summary = write_bundle(
                 prepared.plan,
@@ -423,16 +434,15 @@ class _progress:
     def __enter__(self) -> ProgressFn | None:
         if not self.enabled:
             return None
-        self.bar = Progress(
+        self.bar = progress_bar(
             TextColumn("rewriting"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
-            console=stderr,
-            transient=True,
         )
-        self.bar.start()
+        if self.bar is None:
+            return None
         task = self.bar.add_task("", total=len(self.plan.files))
 
         def step(f: PlannedFile, r: FileResult) -> None:
@@ -444,6 +454,33 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+@contextlib.contextmanager
+def _downloads(enabled: bool) -> Iterator[DownloadProgress | None]:
+    """A progress bar per layer (bytes) while a registry pull downloads (only on a terminal)."""
+    bar = (
+        progress_bar(
+            TextColumn("pulling {task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+        )
+        if enabled
+        else None
+    )
+    if bar is None:
+        yield None
+        return
+
+    def start(digest: str, size: int | None) -> Callable[[int], None]:
+        task = bar.add_task(digest.split(":")[-1][:12], total=size)
+        return lambda n: bar.update(task, advance=n)
+
+    try:
+        yield start
+    finally:
+        bar.stop()
 
 
 def _chain(*fns: ProgressFn | None) -> ProgressFn | None:

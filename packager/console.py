@@ -19,6 +19,7 @@ from .errors import UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,6 +47,18 @@ def __getattr__(name: str) -> Any:
     if name == "stderr":
         return console(err=True)
     raise AttributeError(name)
+
+
+def progress_bar(*columns: Any) -> Progress | None:
+    """A started rich progress bar on stderr with ``columns``, or None when stderr is not a
+    terminal (pipes and CI logs get the summary only). The caller stops it."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.progress import Progress
+
+    bar = Progress(*columns, console=console(err=True), transient=True)
+    bar.start()
+    return bar
 
 
 def help_text(doc: str | None) -> str:
