@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -295,3 +296,17 @@ def test_shell_completion_completes_commands_options_and_choices() -> None:
         [str(EXE), "--show-completion", "bash"], capture_output=True, text=True, timeout=60
     )
     assert script.returncode == 0 and "_LITEBOX_PACK_COMPLETE=complete_bash" in script.stdout
+
+
+def test_bench_rewrite_names_are_not_cut_when_piped() -> None:
+    lib = "/usr/lib/x86_64-linux-gnu/libz.so.1"
+    bench = Path(__file__).resolve().parent.parent / "bench" / "bench_rewrite.py"
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    res = subprocess.run(
+        [sys.executable, str(bench), lib], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    row = next(line for line in res.stdout.splitlines() if "libz" in line)
+    assert "libz.so.1" in row and "…" not in res.stdout
+    header = next(line for line in res.stdout.splitlines() if "exec bytes" in line)
+    assert "rewrite ms" in header and "0F05 pairs" in header
