@@ -340,7 +340,7 @@ def pack(
             warn(f"{hooked}: replacing a file that is not {out}'s main binary")
     options = RewriteOptions(abi, unpatchable, not no_fork_patch)
     show = not quiet and not json_out
-    with _progress(plan, enabled=show and sys.stderr.isatty()) as on_file:
+    with _progress(plan, enabled=show) as on_file:
         summary = write_bundle(
             plan,
             out,
@@ -396,7 +396,7 @@ def _pack_image(
         warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
     show = not quiet and not json_out
     with _downloads(show) as request.download_progress, prepare(request) as prepared:
-        with _progress(prepared.plan, enabled=show and sys.stderr.isatty()) as on_file:
+        with _progress(prepared.plan, enabled=show) as on_file:
             summary = write_bundle(
                 prepared.plan,
                 out,
@@ -501,12 +501,14 @@ def _verbose_line(f: PlannedFile, r: FileResult) -> None:
         what += f", {o['sites']} sites"
     if o.get("unpatchable"):
         left = "trapped" if o.get("strategies", {}).get("trapped") else "kept"
-        what += (
-            f", {len(o['unpatchable'])} {left} ({' '.join(f'{a:#x}' for a in o['unpatchable'])})"
-        )
+        what += f", {len(o['unpatchable'])} {left} ({_addresses(o['unpatchable'])})"
     line = f"{f.source}: {what}{' [cached]' if r.cached else ''} -> {', '.join(f.paths)}"
     # Not markup (a path may hold "["), and left to the terminal to wrap: never cut mid-path.
     stderr.print(line, markup=False, soft_wrap=True, highlight=False)
+
+
+def _addresses(addrs: list[int]) -> str:
+    return " ".join(f"{a:#x}" for a in addrs)
 
 
 def _runner_command(out: Path, hooked: Path | None) -> str:
@@ -537,8 +539,7 @@ def _print_summary(s: BundleSummary, plan: Plan, command: str) -> None:
     )
     stderr.print(table)
     for source, addrs in s.unpatchable:
-        line = f"{left}: {source} {' '.join(f'{a:#x}' for a in addrs)}"
-        stderr.print(line, markup=False, soft_wrap=True)
+        stderr.print(f"{left}: {source} {_addresses(addrs)}", markup=False, soft_wrap=True)
     if s.hooked:
         line = f"main binary: {s.hooked} (bundle path {plan.main_path})"
         stderr.print(line, markup=False, soft_wrap=True)
