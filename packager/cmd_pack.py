@@ -524,19 +524,20 @@ _CLASSES = ("patched", "checked-nothing-to-patch", "unpatched", "non-elf")
 
 
 def _print_summary(s: BundleSummary, plan: Plan, command: str) -> None:
-    table = Table(title=f"{s.output}", show_header=True, title_justify="left")
+    # One row per count: audit's long class names fit any terminal, and a CI log greps them.
+    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 0, 0, 2))
+    table.add_column("what")
+    table.add_column("count", justify="right")
     left = "trapped" if s.policy == "trap" else "kept"
-    columns = ["files", *_CLASSES, "sites", *([left] if s.policy != "fail" else []), "size", "time"]
-    for col in columns:
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_row(
-        str(s.files),
-        *(str(s.classes.get(c, 0)) for c in _CLASSES),
-        str(s.sites),
-        *([str(s.unpatchable_sites)] if s.policy != "fail" else []),
-        f"{s.size / 1048576:.1f} MiB",
-        f"{s.seconds:.2f} s" + (f" ({s.cached} cached)" if s.cached else ""),
-    )
+    table.add_row("files", str(s.files))
+    for c in _CLASSES:
+        table.add_row(c, str(s.classes.get(c, 0)))
+    table.add_row("sites", str(s.sites))
+    if s.policy != "fail":
+        table.add_row(left, str(s.unpatchable_sites))
+    table.add_row("size", f"{s.size / 1048576:.1f} MiB")
+    table.add_row("time", f"{s.seconds:.2f} s" + (f" ({s.cached} cached)" if s.cached else ""))
+    stderr.print(s.output, markup=False, soft_wrap=True)
     stderr.print(table)
     for source, addrs in s.unpatchable:
         stderr.print(f"{left}: {source} {_addresses(addrs)}", markup=False, soft_wrap=True)
