@@ -9,7 +9,8 @@ Classes: ``patched`` (valid trailer with stubs), ``checked-nothing-to-patch`` (h
 marker), ``unpatched`` (ELF without a trailer), ``invalid-trailer`` (LITEBOX trailer LiteBox's
 loader rejects), ``non-elf``.
 
-JSON (``AuditReport.to_json``; ``audit_format`` changes only with incompatible changes)::
+JSON (``AuditReport.to_json``; schema packager/schemas/audit.schema.json; ``format``, also
+named ``audit_format``, changes only with incompatible changes)::
 
     {"format": 1, "audit_format": 1, "tool": "litebox-pack", "version": str, "bundle": str,
      "abi": "redzone"|"resume"|"i386"|"other"|"mixed"|null,     # over all patched members
