@@ -64,6 +64,20 @@ def test_pack_and_manifest(build_sample: BuildSample, tmp_path: Path) -> None:
     check("manifest", _manifest(tmp_path / "b.tar"))
 
 
+def test_added_fields_keep_documents_valid(tmp_path: Path) -> None:
+    """Fields added later (at the top and inside entries) need no new format number."""
+    doc = _json("/bin/true", "-o", "t.tar", "--json", cwd=tmp_path)
+    check("pack", {**doc, "data_in_code": [{"source": "/x", "address": 1}]})
+    manifest = _manifest(tmp_path / "t.tar")
+    manifest["sbom"] = "litebox/sbom.cdx.json"
+    manifest["files"][0]["data_in_code"] = []
+    check("manifest", manifest)
+    with pytest.raises(jsonschema.ValidationError):
+        check("manifest", {**manifest, "format": 2})
+    with pytest.raises(jsonschema.ValidationError):
+        check("pack", {k: v for k, v in doc.items() if k != "sites"})
+
+
 def test_pack_of_a_rootfs_tree(tmp_path: Path) -> None:
     tree = tmp_path / "rootfs"
     for src in ("/usr/bin/true", "/usr/lib/x86_64-linux-gnu/libc.so.6"):
