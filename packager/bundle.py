@@ -74,8 +74,11 @@ def audit_class(outcome: dict[str, Any]) -> str:
     what = outcome["outcome"]
     if what == "unchanged":
         return "non-elf" if outcome.get("reason") == NOT_ELF else "unpatched"
+    if what == "checked-nothing-to-patch" or (what == "patched" and not outcome.get("sites")):
+        # no stub: a marker, or (every site kept or trapped) a trampoline holding only the slot
+        return "checked-nothing-to-patch"
     # An already-hooked input carries an earlier rewrite's trailer: counted with the patched.
-    return "checked-nothing-to-patch" if what == "checked-nothing-to-patch" else "patched"
+    return "patched"
 
 
 def rewrite_all(
