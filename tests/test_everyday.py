@@ -324,3 +324,25 @@ def test_bench_rewrite_names_are_not_cut_when_piped() -> None:
     assert "libz.so.1" in row and "…" not in res.stdout
     header = next(line for line in res.stdout.splitlines() if "exec bytes" in line)
     assert "rewrite ms" in header and "0F05 pairs" in header
+
+
+def test_pack_counts_files_as_audit_classes_them(build_sample: BuildSample, tmp_path: Path) -> None:
+    lone = build_sample("lone.S", "nostdlib")
+    (tmp_path / "data").write_text("not a program\n")
+    libc = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+    args = ["/bin/ls", lone, "./data", "--allow-data-input", "--unpatchable", "keep"]
+    res = cli(*args, "--no-rewrite", libc, "-o", "b.tar", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    classes = json.loads(res.stdout)["classes"]
+    audit = json.loads(cli("audit", "b.tar", "--json", cwd=tmp_path).stdout)
+    by_file: dict[str, str] = {}  # audit classes members; pack counts distinct files
+    doc = _manifest(tmp_path / "b.tar")
+    for m in audit["members"]:
+        entry = next((f for f in doc["files"] if m["path"] in f["paths"]), None)
+        if entry is not None:
+            by_file[entry["paths"][0]] = m["class"]
+    counted: dict[str, int] = {}
+    for cls in by_file.values():
+        counted[cls] = counted.get(cls, 0) + 1
+    assert classes == dict(sorted(counted.items()))
+    assert set(classes) == {"patched", "checked-nothing-to-patch", "unpatched", "non-elf"}
