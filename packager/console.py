@@ -83,7 +83,8 @@ class _TextArg(click_types.StringParamType):
         return ""
 
 
-PATH_ARG = _PathArg()
+# Not readable-checked: an unreadable input gets our one-line error naming it, not click's.
+PATH_ARG = _PathArg(readable=False)
 TEXT_ARG = _TextArg()
 
 
