@@ -171,13 +171,6 @@ def check_output(path: str | os.PathLike[str]) -> Path:
     return Path(output_target(path).directory)
 
 
-def output_dir(path: str | os.PathLike[str]) -> Path:
-    """The directory files written *beside* an output go to: the output's own directory, or
-    the current one when the output is a stream (``-o -``, ``/dev/stdout``)."""
-    target = output_target(path)
-    return Path(".") if target.stream else Path(os.path.dirname(target.shown) or ".")
-
-
 class OutputStream:
     """A write-only file whose OSErrors become one-line UserErrors naming the output."""
 

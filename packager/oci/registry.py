@@ -15,8 +15,8 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO, cast
 
 import requests
 from dxf import DXF, DXFBase, exceptions
@@ -92,14 +92,27 @@ class _BoundedAdapter(requests.adapters.HTTPAdapter):
         return r
 
 
+# Told when a blob download starts (digest, size if the registry says it); returns the function
+# told each chunk's length as it arrives.
+DownloadProgress = Callable[[str, int | None], Callable[[int], None]]
+
+
 class RegistryStore(BlobStore):
-    def __init__(self, client: DXF, ref: ImageRef, work: str, adapter: _BoundedAdapter) -> None:
+    def __init__(
+        self,
+        client: DXF,
+        ref: ImageRef,
+        work: str,
+        adapter: _BoundedAdapter,
+        progress: DownloadProgress | None = None,
+    ) -> None:
         self.client = client
         self.ref = ref
         self.work = work
         self.where = str(ref)
         self.adapter = adapter
         self.sizes: dict[str, int] = {}  # digest → size its descriptor declares: the bound
+        self.progress = progress
 
     def declare(self, digest: str, size: object) -> None:
         if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
@@ -143,12 +156,22 @@ class RegistryStore(BlobStore):
         bound = self.adapter.bound(self.sizes.get(digest, MAX_BLOB))
         with os.fdopen(fd, "wb") as out, registry_errors(self.ref), bound:
             # python-dxf raises DXFDigestMismatchError after the last chunk if the bytes differ
-            chunks = self.client.pull_blob(digest, chunk_size=1 << 20)
-            for chunk in chunks:  # type: ignore[union-attr]
+            # python-dxf's pull_blob returns (chunks, size) with size=True, chunks without
+            size: int | None
+            try:
+                reply = self.client.pull_blob(digest, size=True, chunk_size=1 << 20)
+                chunks, size = cast(tuple[Iterable[bytes], int], reply)
+            except KeyError:  # no Content-Length (a chunked reply): a bar without a total
+                reply = self.client.pull_blob(digest, chunk_size=1 << 20)
+                chunks, size = cast(Iterable[bytes], reply), None
+            advance = self.progress(digest, size) if self.progress else None
+            for chunk in chunks:
                 try:
-                    out.write(chunk)  # type: ignore[arg-type]
+                    out.write(chunk)
                 except OSError as e:
                     raise UserError(f"{self.where}: blob {digest}: {e.strerror or e}") from None
+                if advance is not None:
+                    advance(len(chunk))
         os.replace(tmp, path)
 
 
@@ -205,6 +228,7 @@ def pull(
     *,
     insecure: bool,
     work: str,
+    progress: DownloadProgress | None = None,
 ) -> Iterator[Image]:
     """The image ``ref`` names for ``platform``; its blobs are downloaded into ``work`` as they
     are opened. HTTPS first; plain HTTP only for loopback registries or ``insecure``."""
@@ -229,7 +253,7 @@ def pull(
             adapter = _BoundedAdapter()
             client._sessions[0].mount("http://", adapter)  # the session `with client` opened
             client._sessions[0].mount("https://", adapter)
-            store = RegistryStore(client, ref, work, adapter)
+            store = RegistryStore(client, ref, work, adapter, progress)
             try:
                 with registry_errors(
                     ref, reraise=(requests.ConnectionError,) if not plain and plain_allowed else ()
