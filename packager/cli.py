@@ -12,6 +12,7 @@ import importlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=args, prog_name=PROG)
     except Terminated:
-        # Cleaned up on the way here; now die of SIGTERM, as the sender expects.
+        # Cleaned up on the way here; now die of SIGTERM, as the sender expects. Another thread
+        # (a worker pool's) may take the signal, so wait for it rather than exit 0 meanwhile.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        os._exit(128 + signal.SIGTERM)
