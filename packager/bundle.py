@@ -20,6 +20,7 @@ from . import __version__
 from .cache import cache_root
 from .fsutil import atomic_output
 from .plan import MANIFEST_PATH, Plan, PlannedFile
+from .pyc import bytecode_result
 from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, run_job
 from .tarball import UstarWriter, validate_paths
 
@@ -75,7 +76,10 @@ def rewrite_all(
     try:
         for f in plan.files:
             job = Job(f.source, f.rewrite, f.skip_reason)
-            ready: FileResult | Future[FileResult] | None = cached_result(job, options, cache_dir)
+            # Bytecode gets a header valid under tar_ro's mtime 0 (pyc.py), not the rewriter.
+            ready: FileResult | Future[FileResult] | None = bytecode_result(
+                job, spool
+            ) or cached_result(job, options, cache_dir)
             if ready is None:
                 if jobs <= 1:
                     ready = run_job(job, options, cache_dir, spool)
