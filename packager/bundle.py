@@ -185,6 +185,8 @@ def write_bundle(
             "options": options.to_json(),
             "files": entries,
         }
+        if plan.gaps:
+            manifest["gaps"] = plan.gaps  # what tar_ro cannot hold (see Plan.gaps)
         # Sorted keys: an outcome read back from the cache must serialise like a fresh one.
         text = json.dumps(manifest, indent=1, sort_keys=True)
         tar.add(MANIFEST_PATH, text.encode() + b"\n", 0o644)

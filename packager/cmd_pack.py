@@ -283,8 +283,12 @@ def pack(
         host_root=str(root) if root else None,
         includes=include or [],
         no_rewrite=no_rewrite or [],
+        include_closures=True,
+        real_paths=True,
+        library_path=dirs,
     )
-    extra = check_self_contained(plan, closure)
+    _warn_gaps(plan)
+    extra = check_self_contained(plan, plan.closure)
     hooked = None if no_main_out else (main_out or out.parent / (inputs[0].name + ".hooked"))
     if hooked is not None:
         check_output(hooked)
@@ -306,6 +310,16 @@ def pack(
         print_json({**summary.to_json(), "runner": command, "main": plan.main_path})
     elif show:
         _print_summary(summary, plan, command)
+
+
+def _warn_gaps(plan: Plan) -> None:
+    for line in plan.warnings:
+        warn(line)
+    for gap in plan.gaps:
+        warn(
+            f"{gap['source']}: {gap['kind']}; LiteBox's tar file system cannot hold it "
+            f"(/{gap['path']} will not exist in the bundle)"
+        )
 
 
 def _pack_image(
