@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperCommand
 
 from rewriter import Abi
 
@@ -18,23 +20,49 @@ from .bundle import BundleSummary, write_bundle
 from .bundle import Progress as ProgressFn
 from .console import print_json, stderr, user_errors, warn
 from .errors import UsageError, UserError
-from .fsutil import check_output
+from .fsutil import check_output, write_atomic
+from .learn import (
+    LearnResult,
+    Reason,
+    Workload,
+    learned_path,
+    parse_include_from,
+    parse_workload_file,
+    run_workload,
+)
+from .learn import learn as run_learn
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
 from .plan import Plan, PlannedFile, build_plan
-from .resolve import resolve
+from .resolve import Closure, resolve
 from .rewrite_job import FileResult, RewriteOptions
-from .selfcheck import check_self_contained
+from .selfcheck import Extra, check_self_contained
 
 if TYPE_CHECKING:
     from .oci.build import ContainerRequest
 
 
+WORKLOAD_ARGS = "litebox-pack.workload"  # ctx.meta key: the words after "--"
+
+
+class _PackCommand(TyperCommand):
+    """``pack`` takes ``-- ARGS``: the words after the first ``--`` are the --learn workload's
+    arguments, not more inputs (click would mix them into the positional arguments)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta[WORKLOAD_ARGS] = args[cut + 1 :]
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("pack")(pack)
+    app.command("pack", cls=_PackCommand)(pack)
 
 
 @user_errors
 def pack(
+    ctx: typer.Context,
     inputs: Annotated[
         list[Path] | None,
         typer.Argument(help="Programs (ELF or #! scripts) to package.", show_default=False),
@@ -52,9 +80,46 @@ def pack(
             "rewritten too). Repeatable.",
         ),
     ] = None,
+    include_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--include-from",
+            metavar="FILE",
+            help="Read --include specs from FILE, one a line (an X.learned file, or your own; "
+            "# starts a comment). Repeatable.",
+        ),
+    ] = None,
     no_rewrite: Annotated[
         list[str] | None,
         typer.Option("--no-rewrite", metavar="PATH", help="Bundle PATH unchanged. Repeatable."),
+    ] = None,
+    learn: Annotated[
+        bool,
+        typer.Option(
+            "--learn",
+            help="Run the first program (with the arguments after --) against the bundle and "
+            "add every file it uses; write them to OUT.learned for --include-from.",
+            rich_help_panel="Learning what a program uses",
+        ),
+    ] = False,
+    workload: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--workload",
+            metavar="FILE",
+            help="Also learn from each command of FILE: one a line, shell-like words, the "
+            "first an input's name or an absolute bundle path. Implies --learn. Repeatable.",
+            rich_help_panel="Learning what a program uses",
+        ),
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            metavar="K=V",
+            help="The workloads' environment, exactly (as for run --env). Repeatable.",
+            rich_help_panel="Learning what a program uses",
+        ),
     ] = None,
     abi: AbiOpt = Abi.REDZONE,
     unpatchable: UnpatchableOpt = "fail",
@@ -205,6 +270,15 @@ def pack(
     packaged instead, with litebox/config_and_run.sh to start it.
     Nothing is written when anything fails.
     """
+    workload_args: list[str] | None = ctx.meta.get(WORKLOAD_ARGS)
+    learning = learn or bool(workload)
+    if workload_args is not None and not learn:
+        raise UsageError("the words after -- are the --learn workload's arguments: add --learn")
+    if env and not learning:
+        raise UsageError("--env sets the workloads' environment: use it with --learn")
+    for item in env or []:
+        if "=" not in item or item.startswith("="):
+            raise UsageError(f"--env {item!r}: expected NAME=VALUE")
     image_sources = [oci_image, oci_archive, oci_layout, rootfs]
     if sum(s is not None for s in image_sources) + bool(inputs) > 1:
         raise UsageError(
@@ -219,6 +293,8 @@ def pack(
             "--root": root is not None,
             "--library-path": library_path is not None,
             "--main-out": main_out is not None,
+            "--learn": learning,
+            "--include-from": bool(include_from),
         }
         for flag, given in host_only.items():
             if given:
@@ -278,22 +354,31 @@ def pack(
     dirs = [d for d in (library_path or "").split(":") if d]
     closure = resolve([str(p) for p in inputs], root=str(root) if root else None, library_path=dirs)
     closure.raise_if_missing()
-    plan = build_plan(
-        closure,
-        host_root=str(root) if root else None,
-        includes=include or [],
-        no_rewrite=no_rewrite or [],
-        include_closures=True,
-        real_paths=True,
-        library_path=dirs,
-    )
-    _warn_gaps(plan)
-    extra = check_self_contained(plan, plan.closure)
+    specs: list[Spec] = [(s, None) for s in include or []]
+    for path in include_from or []:
+        specs += parse_include_from(path)
+    builder = _HostBuilder(closure, str(root) if root else None, no_rewrite or [], dirs)
     hooked = None if no_main_out else (main_out or out.parent / (inputs[0].name + ".hooked"))
     if hooked is not None:
         check_output(hooked)
     options = RewriteOptions(abi, unpatchable, not no_fork_patch)
     show = not quiet and not json_out
+    learned: LearnResult | None = None
+    if learning:
+        learned = _learn(
+            builder,
+            specs,
+            options,
+            out,
+            workloads=_workloads(closure, learn, workload_args, workload or []),
+            env=env or [],
+            jobs=jobs or os.cpu_count() or 1,
+            use_cache=not no_cache,
+            verbose=verbose and show,
+        )
+        specs += learned.specs
+    plan, extra = builder.plan(specs)
+    _warn_gaps(plan)
     with _progress(plan, enabled=show and sys.stderr.isatty()) as on_file:
         summary = write_bundle(
             plan,
@@ -305,11 +390,94 @@ def pack(
             extra=extra,
             progress=_chain(on_file, _verbose_line if verbose and show else None),
         )
+    if learned is not None:
+        write_atomic(learned.path, learned.text.encode())
     command = _runner_command(out, hooked)
     if json_out:
-        print_json({**summary.to_json(), "runner": command, "main": plan.main_path})
+        doc = {**summary.to_json(), "runner": command, "main": plan.main_path}
+        if learned is not None:
+            doc["learned"] = learned.to_json()
+        print_json(doc)
     elif show:
         _print_summary(summary, plan, command)
+        if learned is not None:
+            stderr.print(learned.summary(), soft_wrap=True)
+
+
+Spec = tuple[str, Reason | None]  # an --include spec and its manifest reason (None: --include)
+
+
+class _HostBuilder:
+    """Plans for the host-mode inputs with a given list of include specs (the learn loop asks
+    for many; the final pack for one)."""
+
+    def __init__(
+        self, closure: Closure, root: str | None, no_rewrite: list[str], dirs: list[str]
+    ) -> None:
+        self.closure, self.root, self.no_rewrite, self.dirs = closure, root, no_rewrite, dirs
+
+    def plan(self, specs: list[Spec]) -> tuple[Plan, Extra]:
+        plan = build_plan(
+            self.closure,
+            host_root=self.root,
+            includes=[spec for spec, _ in specs],
+            no_rewrite=self.no_rewrite,
+            include_reasons={spec: r for spec, r in specs if r is not None},
+            include_closures=True,
+            real_paths=True,
+            library_path=self.dirs,
+        )
+        return plan, check_self_contained(plan, plan.closure)
+
+
+def _workloads(
+    closure: Closure, learn: bool, args: list[str] | None, files: list[Path]
+) -> list[Workload]:
+    programs = [lib.path for lib in closure.inputs]
+    out = [Workload(1, [programs[0], *(args or [])])] if learn else []
+    for path in files:
+        out += parse_workload_file(path, programs, first=len(out) + 1)
+    return out
+
+
+def _learn(
+    builder: _HostBuilder,
+    given: list[Spec],
+    options: RewriteOptions,
+    out: Path,
+    *,
+    workloads: list[Workload],
+    env: list[str],
+    jobs: int,
+    use_cache: bool,
+    verbose: bool,
+) -> LearnResult:
+    """Run the learn loop with draft bundles beside ``out``; return X.learned and its specs
+    (parsed back from its text, so the final pack and a repack from the file agree)."""
+    target = learned_path(out)
+    check_output(target)
+
+    def pack_with(specs: list[tuple[str, Reason]], draft: Path | None) -> Plan:
+        plan, extra = builder.plan([*given, *specs])
+        if draft is not None:
+            write_bundle(
+                plan,
+                draft,
+                options=options,
+                hooked=None,
+                jobs=jobs,
+                use_cache=use_cache,
+                extra=extra,
+            )
+        return plan
+
+    def log(line: str) -> None:
+        if verbose:
+            stderr.print(f"learn: {line}", soft_wrap=True, markup=False)
+
+    with tempfile.TemporaryDirectory(prefix=".litebox-learn-", dir=out.parent or ".") as work:
+        found = run_learn(workloads, env, pack_with, run_workload, Path(work), log=log)
+    return LearnResult.of(target, found, workloads, verbose=verbose)
 
 
 def _warn_gaps(plan: Plan) -> None:
