@@ -32,7 +32,7 @@ from typing import Any
 
 from .console import warn
 from .errors import UsageError, UserError
-from .plan import Plan
+from .plan import Plan, parse_include
 from .tarball import TarPathError, check_fits, tar_path
 
 MAX_LITEBOX_RUNS = 6  # rounds in the LiteBox view before giving up
@@ -166,6 +166,10 @@ def parse_include_text(text: str, source: str) -> list[tuple[str, Reason | None]
                 raise UserError(f"--include-from {source}:{lineno}: bad workload header")
             reason = learned_reason(int(number))
         elif line.strip() and not line.lstrip().startswith("#"):
+            try:
+                parse_include(line)
+            except UserError as e:
+                raise UserError(f"--include-from {source}:{lineno}: {e}") from None
             out.append((line, reason))
     return out
 
@@ -241,8 +245,14 @@ class Candidates:
     stuck: list[str]  # guest paths that cannot be added (a directory of directories, ...)
 
 
-def candidates(items: Iterable[dict[str, Any]], bundled: set[str]) -> Candidates:
-    """What to add for the paths of a report's ``files.host_used`` or ``files.missing`` list."""
+def candidates(
+    items: Iterable[dict[str, Any]], bundled: set[str], *, expand_dirs: bool
+) -> Candidates:
+    """What to add for the paths of a report's ``files.host_used`` or ``files.missing`` list.
+
+    A directory the bundle lacks entirely is added through its own regular files with
+    ``expand_dirs`` (for LiteBox-view misses: the guest looked it up and found nothing); in the
+    host-fs view, where every directory is the host's, only an empty one is noted (a gap)."""
     files: dict[str, str] = {}
     gaps: dict[str, str] = {}
     stuck: list[str] = []
@@ -253,6 +263,9 @@ def candidates(items: Iterable[dict[str, Any]], bundled: set[str]) -> Candidates
             continue
         path = os.path.normpath(path)
         if path == "/" or any(path == h or path.startswith(h + "/") for h in HOST_ONLY):
+            continue
+        if ":" in path or "\n" in path:
+            stuck.append(path)  # an --include spec line cannot say it
             continue
         try:
             tar = check_fits(path)
@@ -268,14 +281,14 @@ def candidates(items: Iterable[dict[str, Any]], bundled: set[str]) -> Candidates
         if stat.S_ISREG(st.st_mode):
             files[tar] = path
         elif stat.S_ISDIR(st.st_mode):
-            inside = _direct_files(path)
+            inside = _direct_files(path) if expand_dirs else []
             if inside:
                 # The guest looked at the directory, not at a file in it: tar_ro shows a
                 # directory only through the files below it, so its own files come along.
                 files.update((tar_path(p), p) for p in inside if _fits(p))
             elif _holds_no_file(path):
                 gaps[tar] = path
-            else:
+            elif expand_dirs:
                 stuck.append(path)
     return Candidates(files, gaps, sorted(set(stuck)))
 
@@ -310,7 +323,8 @@ def learn(
     bundled = rebuild()
     for w in workloads:
         out = _run(execute, draft, w, "host-fs", env, learned)
-        added = absorb(candidates(_items(out, "host_used", w), bundled), w.number)
+        found = candidates(_items(out, "host_used", w), bundled, expand_dirs=False)
+        added = absorb(found, w.number)
         log(f"workload {w.number} (host-fs view): {added} host file(s) used")
     for round_no in range(1, MAX_LITEBOX_RUNS + 1):
         _prune(learned, pack_with)
@@ -319,7 +333,7 @@ def learn(
         stuck: list[str] = []
         for w in workloads:
             out = _run(execute, draft, w, "litebox", env, learned)
-            found = candidates(_items(out, "missing", w), bundled)
+            found = candidates(_items(out, "missing", w), bundled, expand_dirs=True)
             stuck += found.stuck
             added = absorb(found, w.number)
             wanted += added
@@ -339,7 +353,10 @@ def learn(
 def _run(
     execute: Execute, draft: Path, w: Workload, view: str, env: list[str], learned: Learned
 ) -> Outcome:
-    out = execute(draft, w, view, env)
+    try:
+        out = execute(draft, w, view, env)
+    except UserError as e:
+        raise UserError(f"workload {w.number} ({w.describe()}): {e}") from None
     learned.runs += 1
     learned.outcomes[w.number] = out
     return out

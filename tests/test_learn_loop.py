@@ -223,7 +223,7 @@ def test_what_a_reported_path_turns_into(tmp_path: Path) -> None:
             "/etc/passwd",
         )
     ]
-    found = candidates(items, bundled={"etc/passwd"})
+    found = candidates(items, bundled={"etc/passwd"}, expand_dirs=True)
     assert found.files == {
         f"{t}/full/one".lstrip("/"): f"{t}/full/one",  # the directory's own files
         f"{t}/link".lstrip("/"): f"{t}/link",  # a symlink to a file is bundled as a file
@@ -231,8 +231,14 @@ def test_what_a_reported_path_turns_into(tmp_path: Path) -> None:
     }
     assert found.gaps == {f"{t}/empty/leaf".lstrip("/"): f"{t}/empty/leaf"}
     assert found.stuck == [f"{t}/only-dirs"]
+    # In the host-fs view a directory brings nothing of its own; an empty one is still a gap.
+    hostfs = candidates(items, bundled={"etc/passwd"}, expand_dirs=False)
+    assert set(hostfs.files) == {f"{t}/link".lstrip("/"), "etc/hostname"}
+    assert hostfs.gaps == found.gaps and hostfs.stuck == []
     # A directory the bundle already implies needs nothing.
-    assert candidates([{"path": "/etc"}], bundled={"etc/passwd"}).files == {}
+    assert candidates([{"path": "/etc"}], {"etc/passwd"}, expand_dirs=True).files == {}
+    odd = candidates([{"path": "/a:b"}, {"path": "/x\ny"}], set(), expand_dirs=True)
+    assert odd.stuck == ["/a:b", "/x\ny"] and odd.files == {}
 
 
 def test_workload_file_syntax(tmp_path: Path) -> None:
@@ -261,6 +267,8 @@ def test_bad_workload_header_in_include_from() -> None:
     with pytest.raises(UserError, match="X:2: bad workload header"):
         parse_include_text("a:b\n# workload x: y\n", "X")
     assert parse_include_text("# hi\n/a:/b\n\n/c\n", "X") == [("/a:/b", None), ("/c", None)]
+    with pytest.raises(UserError, match=r"X:1: --include ':/b'"):
+        parse_include_text(":/b\n", "X")
 
 
 def test_a_failing_workload_is_a_warning_with_its_output(
