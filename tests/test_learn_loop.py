@@ -30,6 +30,7 @@ from packager.plan import Plan
 from packager.resolve import resolve
 from packager.rewrite_job import RewriteOptions
 from tests.conftest import BuildSample
+from tests.test_pack import cli
 
 SSL_MODULE = "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so"
 
@@ -285,3 +286,23 @@ def test_a_failing_workload_is_a_warning_with_its_output(
     learned = Learned(outcomes={1: Outcome(0, {}, b"fine\n", b"")})
     LearnResult.of(tmp_path / "x.learned", learned, [Workload(1, ["/bin/x"])], verbose=False)
     assert capsys.readouterr().err == ""  # captured, not shown, when all went well
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "status"),
+    [
+        (["/bin/true", "-o", "t.tar", "--", "x"], "add --learn", 2),
+        (["/bin/true", "-o", "t.tar", "--env", "A=1"], "use it with --learn", 2),
+        (["/bin/true", "-o", "t.tar", "--learn", "--env", "NOEQUALS"], "expected NAME=VALUE", 2),
+        (["--rootfs", "/", "-o", "t.tar", "--learn"], "--learn applies to programs", 2),
+        (["/bin/true", "-o", "t.tar", "--include-from", "nofile"], "nofile: cannot read", 1),
+        (["/bin/true", "-o", "t.tar", "--workload", "nofile"], "nofile: cannot read", 1),
+    ],
+)
+def test_learn_options_refused_in_one_line(
+    tmp_path: Path, args: list[str], message: str, status: int
+) -> None:
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == status, res.stderr
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "t.tar").exists() and not (tmp_path / "t.learned").exists()
