@@ -49,7 +49,10 @@ class Workload:
     argv: list[str]  # PROGRAM (absolute path in the bundle) and its arguments
 
     def describe(self) -> str:
-        return " ".join(shlex.quote(a) for a in self.argv)
+        """The command on one line (shell-quoted; a line break shown as \\n): it heads the
+        workload's block in X.learned and names it in messages."""
+        text = " ".join(shlex.quote(a) for a in self.argv)
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 @dataclass

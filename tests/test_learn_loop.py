@@ -306,3 +306,14 @@ def test_learn_options_refused_in_one_line(
     assert res.returncode == status, res.stderr
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "t.tar").exists() and not (tmp_path / "t.learned").exists()
+
+
+def test_a_multi_line_workload_keeps_x_learned_one_entry_a_line(tmp_path: Path) -> None:
+    w = Workload(1, ["/usr/bin/python3", "-c", "import os\nprint(1)"])
+    learned = Learned(files={"etc/a": ("/etc/a", 1)})
+    text = learned_text(learned, [w])
+    assert text.splitlines()[2:] == [
+        "# workload 1: /usr/bin/python3 -c 'import os\\nprint(1)'",
+        "/etc/a:/etc/a",
+    ]
+    assert parse_include_text(text, "X") == [("/etc/a:/etc/a", {"kind": "learned", "workload": 1})]
