@@ -198,25 +198,27 @@ def _with_includes(
 ) -> Closure:
     """Add the libraries (and interpreters) the included programs and ELFs load to the plan;
     return the closure the self-check must find in the bundle: the inputs' and theirs, with
-    each included object at its bundle path."""
+    each included object at its bundle path. An included file whose closure is incomplete on
+    the host (a stdlib script's ``#!/usr/local/bin/python``) is bundled with what was found and
+    a warning; the self-check leaves it out, as it could never pass."""
     try:
         extra = resolve([src for src, _ in loadable], root=host_root, library_path=library_path)
     except UserError as e:
         raise UserError(f"--include: {e}") from None
     for name, by in extra.missing:
         plan.warnings.append(f"--include: {name} (needed by {by}) not found; not bundled")
-    known = closure.realpaths
-    added: list[Library] = []
     for lib in extra.libraries:
         f = plan.file_for(lib.realpath)
         for path in (lib.path, *lib.aliases):
             f.add(path, _reason(lib))
-        if lib.realpath not in known:
-            added.append(lib)
-    inputs = [
-        Library(src, "/" + tar_path(dest), lib.realpath, "input", None)
-        for (src, dest), lib in zip(loadable, extra.inputs, strict=True)
-    ]
+    complete = [i for i, part in enumerate(extra.by_input) if not part.missing]
+    wanted = {lib.realpath for i in complete for lib in extra.by_input[i].libraries}
+    known = closure.realpaths
+    added = [lib for lib in extra.libraries if lib.realpath in wanted - known]
+    inputs = []
+    for i in complete:
+        src, dest = loadable[i]
+        inputs.append(Library(src, "/" + tar_path(dest), extra.inputs[i].realpath, "input", None))
     return Closure(
         inputs=[*closure.inputs, *inputs],
         libraries=[*closure.libraries, *added],

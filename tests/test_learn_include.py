@@ -95,3 +95,22 @@ def test_an_empty_directory_is_reported_not_lost(tmp_path: Path, build_sample: B
         {"path": "t/deep/er", "source": f"{tree}/deep/er", "kind": "empty directory"},
     ]
     assert "t/hooks/x.sample" in members
+
+
+def test_an_included_script_without_its_interpreter_is_a_warning(
+    tmp_path: Path, build_sample: BuildSample
+) -> None:
+    """Like the stdlib's cgi.py (#! /usr/local/bin/python): bundled, said, not fatal."""
+    tree = tmp_path / "lib"
+    tree.mkdir()
+    (tree / "tool.py").write_text("#!/nonexistent/python\n")
+    (tree / "tool.py").chmod(0o755)
+    hello = build_sample("hello.c", "static")
+    res = cli(hello, "--include", f"{tree}:/lib", "-o", "h.tar", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines()[0] == (
+        "litebox-pack: warning: --include: /nonexistent/python "
+        f"(needed by {tree}/tool.py) not found; not bundled"
+    )
+    members, _ = pack(tmp_path, hello, "--include", f"{tree}:/lib", "-o", "h.tar")
+    assert "lib/tool.py" in members
