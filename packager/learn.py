@@ -127,6 +127,9 @@ class Learned:
     """Learned files by tar path: (host path, number of the first workload that needed it)."""
 
     files: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # What the last LiteBox-view runs looked up that no bundle can provide (/proc, /sys, a
+    # directory holding only directories, a name an include line cannot hold).
+    left_out: list[str] = field(default_factory=list)
     runs: int = 0
     outcomes: dict[int, Outcome] = field(default_factory=dict)  # the last run of each
 
@@ -202,8 +205,20 @@ class LearnResult:
         return result
 
     def report(self, verbose: bool) -> None:
-        """Warn about workloads that exited non-zero in their last (LiteBox-view) run, with
-        what they printed; with ``verbose`` show every workload's output."""
+        """Warn about what no bundle can provide, and about workloads that exited non-zero in
+        their last (LiteBox-view) run, with what they printed; with ``verbose`` show every
+        workload's output."""
+        if self.learned.left_out:
+            shown = ", ".join(self.learned.left_out[:3])
+            more = (
+                f" and {len(self.learned.left_out) - 3} more"
+                if len(self.learned.left_out) > 3
+                else ""
+            )
+            warn(
+                f"the workloads looked up {len(self.learned.left_out)} path(s) no bundle can "
+                f"hold, which LiteBox will not have: {shown}{more}"
+            )
         for w in self.workloads:
             out = self.learned.outcomes[w.number]
             failed = out.status != 0
@@ -266,6 +281,8 @@ def candidates(
             continue
         path = os.path.normpath(path)
         if path == "/" or any(path == h or path.startswith(h + "/") for h in HOST_ONLY):
+            if expand_dirs:
+                stuck.append(path)  # LiteBox has none of it: worth saying, not bundling
             continue
         if ":" in path or "\n" in path:
             stuck.append(path)  # an --include spec line cannot say it
@@ -342,11 +359,9 @@ def learn(
             wanted += added
             log(f"workload {w.number} (LiteBox view, round {round_no}): {added} path(s) missing")
         if not wanted:
-            if stuck:
-                shown = ", ".join(sorted(set(stuck))[:3])
-                log(f"paths no tar can provide, left out: {shown}")
+            learned.left_out = sorted(set(stuck))
             return learned
-    last = sorted(learned.files)[-3:]
+    last = list(learned.files)[-3:]  # in the order they were added
     raise UserError(
         f"--learn did not converge: the workloads still needed new files after "
         f"{MAX_LITEBOX_RUNS} runs in the LiteBox view (last added: {', '.join(last)})"

@@ -231,7 +231,8 @@ def test_what_a_reported_path_turns_into(tmp_path: Path) -> None:
         "etc/hostname": "/etc/hostname",
     }
     assert found.gaps == {f"{t}/empty/leaf".lstrip("/"): f"{t}/empty/leaf"}
-    assert found.stuck == [f"{t}/only-dirs"]
+    # Left out, to be reported: what no bundle can hold (LiteBox has no /proc either).
+    assert found.stuck == sorted(["/dev/null", "/proc/self/maps", f"{t}/only-dirs"])
     # In the host-fs view a directory brings nothing of its own; an empty one is still a gap.
     hostfs = candidates(items, bundled={"etc/passwd"}, expand_dirs=False)
     assert set(hostfs.files) == {f"{t}/link".lstrip("/"), "etc/hostname"}
@@ -317,3 +318,17 @@ def test_a_multi_line_workload_keeps_x_learned_one_entry_a_line(tmp_path: Path) 
         "/etc/a:/etc/a",
     ]
     assert parse_include_text(text, "X") == [("/etc/a:/etc/a", {"kind": "learned", "workload": 1})]
+
+
+def test_what_no_bundle_can_hold_is_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    learned = Learned(
+        left_out=["/proc/a", "/proc/b", "/sys/c", "/sys/d"],
+        outcomes={1: Outcome(0, {}, b"", b"")},
+    )
+    LearnResult.of(tmp_path / "x.learned", learned, [Workload(1, ["/bin/x"])], verbose=False)
+    assert capsys.readouterr().err == (
+        "litebox-pack: warning: the workloads looked up 4 path(s) no bundle can hold, which "
+        "LiteBox will not have: /proc/a, /proc/b, /sys/c and 1 more\n"
+    )
