@@ -70,6 +70,7 @@ class PathUse:
     extra: tuple[str, ...] = ()  # H: (kind,); W: (errno, how)
 
 
+DELETED = " (deleted)"  # how /proc/self/maps shows an object the guest removed meanwhile
 LITEBOX_HOW = {"r": "refuses", "p": "panics"}
 KINDS = {"f": "file", "d": "dir", "l": "symlink"}
 
@@ -118,12 +119,14 @@ def _parse_line(rec: Records, line: str) -> None:
         rec.counts[int(nr)] += int(count)
     elif kind == "S":
         pid, addr, off, obj = rest.split(" ", 3)
+        obj = obj.removesuffix(DELETED)
         rec.sites.add((obj, int(off, 16)))
         rec.where.setdefault((int(pid), int(addr, 16)), (obj, int(off, 16)))
     elif kind == "L":
         rec.sites_lost += int(rest.split(" ")[1])
     elif kind == "E":
         pid, nr, count, addr, off, obj = rest.split(" ", 5)
+        obj = obj.removesuffix(DELETED)
         key = (obj, int(off, 16), int(nr))
         esc = rec.escapes.setdefault(key, Escape(int(nr), obj, int(off, 16)))
         esc.count += int(count)
