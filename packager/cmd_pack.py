@@ -347,6 +347,8 @@ def pack(
         raise UsageError("nothing to package: give programs, or --oci-image/--oci-archive/...")
     if root is not None and not root.is_dir():
         raise UserError(f"--root {root}: not a directory")
+    if root is not None and learning:
+        raise UsageError("--learn runs the programs on this machine, not inside --root")
     out = output or Path(inputs[0].name + ".tar")
     check_output(out)
     if out.suffix != ".tar":

@@ -114,3 +114,16 @@ def test_an_included_script_without_its_interpreter_is_a_warning(
     )
     members, _ = pack(tmp_path, hello, "--include", f"{tree}:/lib", "-o", "h.tar")
     assert "lib/tool.py" in members
+
+
+def test_under_root_an_input_appears_at_its_real_path_inside_the_root(
+    tmp_path: Path, build_sample: BuildSample
+) -> None:
+    root = tmp_path / "rootfs"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/hello-1.0").write_bytes(build_sample("hello.c", "static").read_bytes())
+    (root / "usr/bin/hello-1.0").chmod(0o755)
+    os.symlink("hello-1.0", root / "usr/bin/hello")
+    members, _ = pack(tmp_path, "--root", root, "/usr/bin/hello", "-o", "r.tar", "--no-main-out")
+    assert members["usr/bin/hello"] == members["usr/bin/hello-1.0"]
+    assert not any(p.startswith(str(tmp_path).lstrip("/")) for p in members)

@@ -296,6 +296,7 @@ def test_a_failing_workload_is_a_warning_with_its_output(
         (["/bin/true", "-o", "t.tar", "--env", "A=1"], "use it with --learn", 2),
         (["/bin/true", "-o", "t.tar", "--learn", "--env", "NOEQUALS"], "expected NAME=VALUE", 2),
         (["--rootfs", "/", "-o", "t.tar", "--learn"], "--learn applies to programs", 2),
+        (["--root", "/", "/bin/true", "-o", "t.tar", "--learn"], "not inside --root", 2),
         (["/bin/true", "-o", "t.tar", "--include-from", "nofile"], "nofile: cannot read", 1),
         (["/bin/true", "-o", "t.tar", "--workload", "nofile"], "nofile: cannot read", 1),
     ],
