@@ -21,10 +21,12 @@ import io
 import json
 import os
 import shlex
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,9 @@ from .plan import Plan, parse_include
 from .tarball import TarPathError, check_fits, tar_path
 
 MAX_LITEBOX_RUNS = 6  # rounds in the LiteBox view before giving up
+WORKLOAD_TIMEOUT = 600.0  # seconds one workload run may take before it is stopped
+SHOWN_OUTPUT = 1 << 20  # bytes of each output stream kept for showing
+MAX_LIST_FILE = 16 << 20  # a --workload or --include-from file larger than this is refused
 # Never bundled: LiteBox provides its own devices; the kernel's views have no place in a tar.
 HOST_ONLY = ("/proc", "/sys", "/dev")
 WORKLOAD_HEADER = "# workload "
@@ -112,7 +117,11 @@ def parse_workload_file(path: Path, programs: list[str], first: int) -> list[Wor
 
 def _read_text(path: Path, option: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_LIST_FILE + 1)
+        if len(data) > MAX_LIST_FILE:
+            raise UserError(f"{option} {path}: larger than {MAX_LIST_FILE >> 20} MiB")
+        return data.decode("utf-8")
     except OSError as e:
         raise UserError(f"{option} {path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError:
@@ -435,8 +444,12 @@ def _holds_no_file(directory: str) -> bool:
 # -- running a workload -------------------------------------------------------------------------
 
 
-def run_workload(bundle: Path, w: Workload, view: str, env: list[str]) -> Outcome:
-    """Run one workload with ``litebox-pack run``'s machinery; capture its output."""
+def run_workload(
+    bundle: Path, w: Workload, view: str, env: list[str], timeout: float = WORKLOAD_TIMEOUT
+) -> Outcome:
+    """Run one workload with ``litebox-pack run``'s machinery; capture its output (the first
+    ``SHOWN_OUTPUT`` bytes of each stream are kept for showing). A workload still running
+    after ``timeout`` seconds is killed, with every process it started, and is an error."""
     from .runtime.run import RunRequest, run
 
     with contextlib.ExitStack() as stack:
@@ -455,14 +468,51 @@ def run_workload(bundle: Path, w: Workload, view: str, env: list[str]) -> Outcom
             stdout=out.fileno(),
             stderr=err.fileno(),
         )
-        # run() warns about escapes and missing paths on our stderr: the learn loop reports
-        # what matters itself, so pack's own output stays readable.
-        with contextlib.redirect_stderr(io.StringIO()):
-            status = run(req)
+        expired = threading.Event()
+
+        def stop() -> None:
+            expired.set()
+            _kill_descendants(os.getpid())
+
+        watchdog = threading.Timer(timeout, stop)
+        watchdog.start()
+        try:
+            # run() warns about escapes and missing paths on our stderr: the learn loop
+            # reports what matters itself, so pack's own output stays readable.
+            with contextlib.redirect_stderr(io.StringIO()):
+                status = run(req)
+        finally:
+            watchdog.cancel()
+        if expired.is_set():
+            raise UserError(f"workload {w.number}: still running after {timeout:g} s, stopped")
         try:
             doc = json.loads(report.read_text())
         except (OSError, ValueError) as e:
             raise UserError(f"workload {w.number}: the run wrote no report: {e}") from None
         out.seek(0)
         err.seek(0)
-        return Outcome(status, doc, out.read(), err.read())
+        return Outcome(status, doc, out.read(SHOWN_OUTPUT), err.read(SHOWN_OUTPUT))
+
+
+def _kill_descendants(pid: int) -> None:
+    """SIGKILL every process below ``pid`` (found through /proc: the guest's processes are
+    the runtime's children, in no pid namespace of their own)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(entry)] = int(fields[1])
+    below = {pid}
+    grew = True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in below} - below
+        below |= more
+        grew = bool(more)
+    for p in below - {pid}:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)

@@ -4,7 +4,9 @@ X.learned holds and how --include-from reads it back."""
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from packager.learn import (
     learned_text,
     parse_include_text,
     parse_workload_file,
+    run_workload,
 )
 from packager.plan import Plan
 from packager.resolve import resolve
@@ -333,3 +336,26 @@ def test_what_no_bundle_can_hold_is_a_warning(
         "litebox-pack: warning: the workloads looked up 4 path(s) no bundle can hold, which "
         "LiteBox will not have: /proc/a, /proc/b, /sys/c and 1 more\n"
     )
+
+
+def test_a_workload_that_does_not_finish_is_stopped(tmp_path: Path) -> None:
+    res = cli("/bin/sh", "/bin/sleep", "-o", "s.tar", "--no-main-out", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    # The shell forks the sleep: the child must go too, not only the runtime.
+    w = Workload(1, ["/bin/sh", "-c", "/bin/sleep 300; echo done"])
+    start = time.monotonic()
+    with pytest.raises(UserError, match="workload 1: still running after 2 s, stopped"):
+        run_workload(tmp_path / "s.tar", w, "litebox", [], timeout=2)
+    assert time.monotonic() - start < 60
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "/bin/sleep 300" not in ps
+
+
+def test_a_workload_runs_with_exactly_its_environment(tmp_path: Path) -> None:
+    res = cli("/usr/bin/env", "-o", "e.tar", "--no-main-out", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = run_workload(tmp_path / "e.tar", Workload(1, ["/usr/bin/env"]), "litebox", ["A=1", "B=2"])
+    assert (out.status, out.stdout, out.stderr) == (0, b"A=1\nB=2\n", b"")
+    # The report comes back too: the bundled ld.so looked for the cache the bundle lacks.
+    assert out.report["view"] == "litebox"
+    assert [i["path"] for i in out.report["files"]["missing"]] == ["/etc/ld.so.cache"]
