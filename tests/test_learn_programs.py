@@ -253,3 +253,27 @@ def test_an_empty_template_directory_git_needs_is_reported(
     loop finds it and pack says so (the repository in the guest has no .git/branches)."""
     b = learned("git")
     assert "/usr/share/git-core/templates/branches: empty directory" in b.stderr
+
+
+def test_a_workload_file_numbers_its_commands(work: Path, tool_env: dict[str, str]) -> None:
+    wl = work / "cat.workload"
+    wl.write_text(
+        "# one command a line\ncat /etc/hostname\n\nsh -c 'cat /etc/debian_version | cat'\n"
+    )
+    tar = work / "cat.tar"
+    res = cli("/bin/sh", "/bin/cat", "-o", tar, "--workload", wl, env=tool_env)
+    assert res.returncode == 0, res.stderr.decode()
+    lines = (work / "cat.learned").read_text().splitlines()
+    assert lines[2:] == [
+        "# workload 1: /bin/cat /etc/hostname",
+        "/etc/hostname:/etc/hostname",
+        "/etc/ld.so.cache:/etc/ld.so.cache",  # listed under the first workload that needed it
+        "# workload 2: /bin/sh -c 'cat /etc/debian_version | cat'",
+        "/etc/debian_version:/etc/debian_version",
+    ]
+    for argv, path in (
+        (["/bin/cat", "/etc/hostname"], "/etc/hostname"),
+        (["/bin/sh", "-c", "cat /etc/debian_version | cat"], "/etc/debian_version"),
+    ):
+        got = cli("run", tar, "--", *argv, env=tool_env)
+        assert (got.returncode, got.stdout) == (0, Path(path).read_bytes())
