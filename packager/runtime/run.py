@@ -132,7 +132,8 @@ def run(req: RunRequest) -> int:
         )
         write_atomic(req.report, (json.dumps(doc, indent=2) + "\n").encode())
     _warn_escapes(rec, strict_stopped=req.strict and status == STRICT_STATUS)
-    _summarize(rec)
+    if rec.strict_stop is None:  # a --strict(-files) stop is explained by its one line
+        _summarize(rec)
     return status
 
 
