@@ -154,7 +154,7 @@ def test_missing_files_are_reported(probe: str, tmp_path: Path) -> None:
 def test_strict_files_stops_at_the_first_missing_path(probe: str, tmp_path: Path) -> None:
     tree = tree_with(tmp_path / "tree", [probe])
     got, rep = under_run(tree, [probe, "lookups"], tmp_path, "--strict-files")
-    assert got.status == STRICT_STATUS, got
+    assert got.status == STRICT_STATUS and rep["summary"] == [], got  # the one line explains
     lines = got.stderr.decode().splitlines()
     assert len(lines) == 1 and "/etc/os-release" in lines[0] and "--strict-files" in lines[0]
     assert rep["strict_stop"]["reason"] == "missing-file"

@@ -242,8 +242,6 @@ void rt_vsyscall_dispatch(struct regs *r); /* callback.c */
 #define AT_SYSINFO_EHDR 33
 #define PT_DYNAMIC 2
 
-/* callback.c: copies n bytes of guest memory at src, 0 or -EFAULT (never faults itself). */
-int rt_peek(void *dst, uptr src, size_t n);
 
 /* --- raw syscalls ------------------------------------------------------------------------------- */
 /* Always int $0x80, from the runtime's own text, which is all the seccomp filter trusts. (The

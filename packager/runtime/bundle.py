@@ -52,20 +52,25 @@ class Bundle:
 
 
 @contextlib.contextmanager
-def open_bundle(source: Path) -> Iterator[Bundle]:
-    """Yield the bundle laid out as a directory; a tar's extraction is removed afterwards."""
+def open_bundle(source: Path, scratch: Path | None = None) -> Iterator[Bundle]:
+    """Yield the bundle laid out as a directory; a tar's extraction is removed afterwards.
+
+    With ``scratch`` (an existing private directory the caller removes) a tar is extracted
+    into ``scratch/bundle`` instead of a temporary directory of its own: one less to make."""
     if source.is_dir():
         root = source.resolve()
         yield Bundle(root, source, _manifest(root, source))
         return
     if not source.exists():
         raise UserError(f"{source}: no such file or directory")
-    tmp = Path(tempfile.mkdtemp(prefix="litebox-run-"))
+    tmp = scratch / "bundle" if scratch else Path(tempfile.mkdtemp(prefix="litebox-run-"))
     try:
+        tmp.mkdir(exist_ok=True)
         _extract(source, tmp)
         yield Bundle(tmp, source, _manifest(tmp, source), owned=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if scratch is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _extract(source: Path, dest: Path) -> None:

@@ -411,7 +411,10 @@ static iptr path_call(struct regs *r, uptr nr, int idx, uptr site) {
     int is_open = nr == NR_open || nr == NR_openat || nr == NR_openat2;
     if (!rt_cfg.view_host) {
         if (is_open && path) {
-            uptr flags = nr == NR_openat2 ? (a[2] ? (uptr) * (const u64 *)a[2] : 0) : (uptr)a[idx + 1];
+            u64 how = 0; /* openat2: the flags are the first word of its struct open_how */
+            if (nr == NR_openat2 && rt_peek(&how, (uptr)a[2], sizeof how) != 0)
+                return -EFAULT;
+            uptr flags = nr == NR_openat2 ? (uptr)how : (uptr)a[idx + 1];
             iptr res = stdio_device(path, flags);
             if (res == -1)
                 res = check_open(nr, site, dirfd, path, flags);
@@ -1032,6 +1035,8 @@ static iptr do_old_sigprocmask(struct regs *r, struct kucontext *uc) {
     }
     return sys3(NR_sigprocmask, how, set, oset);
 }
+#endif
+
 
 /* Reads guest memory that may not be mapped: the kernel checks it (-EFAULT) instead of us
  * faulting on a guest thread. */
@@ -1043,7 +1048,6 @@ int rt_peek(void *dst, uptr src, size_t n) {
     iptr got = sys6(NR_process_vm_readv, sys0(NR_getpid), (iptr)&local, 1, (iptr)&remote, 1, 0);
     return got == (iptr)n ? 0 : -EFAULT;
 }
-#endif
 
 /* --- the dispatcher -------------------------------------------------------------------------------- */
 

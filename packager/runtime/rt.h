@@ -196,6 +196,8 @@ __attribute__((noreturn)) void rt_sigreturn_at(uptr sp, uptr nr);
 /* callback.c */
 void rt_dispatch(struct regs *r);
 void rt_sigsys(int sig, struct ksiginfo *si, struct kucontext *uc);
+/* Copies n bytes of guest memory at src: 0 or -EFAULT (never faults itself). */
+int rt_peek(void *dst, uptr src, size_t n);
 /* Resolves an absolute guest path into the bundle when the bundle has a non-directory there.
  * Returns buf (bundle path) or NULL (use the guest path as is). */
 const char *rt_bundle_path(const char *path, char *buf);

@@ -80,7 +80,7 @@ def run(req: RunRequest) -> int:
         raise UserError(f"the view must be litebox or host-fs, not {req.view!r}")
     env = _environment(req.env)
     binds = _check_binds(req.binds)
-    with open_bundle(req.bundle) as bundle:
+    with _scratch() as scratch, open_bundle(req.bundle, scratch) as bundle:
         if req.hooked is not None:
             program = hooked_program_path(bundle, req.hooked)
             image = req.hooked.resolve()
@@ -97,29 +97,28 @@ def run(req: RunRequest) -> int:
         else:
             abi = runtime_abi = _choose_abi(req.abi, bundle, image, scan)
         binary = runtime_binary(arch)
-        with _scratch() as scratch:
-            records = scratch / "records"
-            records.touch(mode=0o600)
-            (scratch / "stage").mkdir()
-            cmd = [str(binary), "--abi", runtime_abi, "--report", str(records)]
-            cmd += ["--stage", str(scratch / "stage")]
-            if req.view == "host-fs":
-                cmd += ["--host-fs", "--bundle", str(bundle.root)]
-            else:
-                cmd += ["--lower", str(tar_ro_tree(bundle, scratch / "lower"))]
-            for host, guest in binds:
-                cmd += ["--bind", f"{host}:{guest}"]
-            if req.trace:
-                cmd.append("--trace")
-            if req.strict:
-                cmd.append("--strict")
-            if req.strict_files:
-                cmd.append("--strict-files")
-            if req.hooked is not None:
-                cmd += ["--load-from", str(image)]
-            cmd += ["--", program, program, *req.args]
-            status = _spawn(cmd, env, (req.stdin, req.stdout, req.stderr))
-            rec = parse_records(records.read_text(errors="replace"), arch)
+        records = scratch / "records"
+        records.touch(mode=0o600)
+        (scratch / "stage").mkdir()
+        cmd = [str(binary), "--abi", runtime_abi, "--report", str(records)]
+        cmd += ["--stage", str(scratch / "stage")]
+        if req.view == "host-fs":
+            cmd += ["--host-fs", "--bundle", str(bundle.root)]
+        else:
+            cmd += ["--lower", str(tar_ro_tree(bundle, scratch / "lower"))]
+        for host, guest in binds:
+            cmd += ["--bind", f"{host}:{guest}"]
+        if req.trace:
+            cmd.append("--trace")
+        if req.strict:
+            cmd.append("--strict")
+        if req.strict_files:
+            cmd.append("--strict-files")
+        if req.hooked is not None:
+            cmd += ["--load-from", str(image)]
+        cmd += ["--", program, program, *req.args]
+        status = _spawn(cmd, env, (req.stdin, req.stdout, req.stderr))
+        rec = parse_records(records.read_text(errors="replace"), arch)
         rec.host_used = [u for u in rec.host_used if _from_host(u, bundle)]
     if req.report is not None:
         doc = build_report(
@@ -133,7 +132,8 @@ def run(req: RunRequest) -> int:
         )
         write_atomic(req.report, (json.dumps(doc, indent=2) + "\n").encode())
     _warn_escapes(rec, strict_stopped=req.strict and status == STRICT_STATUS)
-    _summarize(rec)
+    if rec.strict_stop is None:  # a --strict(-files) stop is explained by its one line
+        _summarize(rec)
     return status
 
 

@@ -1,8 +1,8 @@
 /* runtime.c: the litebox-pack runtime — runs a rewritten program on the host with its
- * trampolines live (spec/runtime.md). This file is the loader; callback.c serves the syscalls,
- * records.c keeps the counters for the report, elf.c reads ELF headers and trailers, lib.c has
- * the freestanding helpers and entry.S (entry32.S for i386) the assembly edges; rt.h with
- * arch_x86_64.h or arch_i386.h holds what they share.
+ * trampolines live (spec/runtime.md). This file is the loader; view.c builds the guest's file
+ * system, callback.c serves the syscalls, records.c keeps the counters for the report, elf.c
+ * reads ELF headers and trailers, lib.c has the freestanding helpers and entry.S (entry32.S for
+ * i386) the assembly edges; rt.h with arch_x86_64.h or arch_i386.h holds what they share.
  *
  * Key design decisions
  * --------------------
@@ -17,8 +17,8 @@
  *   AT_SYSINFO_EHDR on x86-64, so glibc never uses the vDSO; i386: see below) and jumps to the
  *   entry point. brk is not touched: the guest's brk calls get the process's own heap. comm,
  *   /proc/self/cmdline, environ and auxv are pointed at the guest's (PR_SET_NAME,
- *   PR_SET_MM_MAP); /proc/self/exe is answered by the callback (readlink, open, execve) with the
- *   guest's program.
+ *   PR_SET_MM_MAP). With --host-fs /proc/self/exe is answered by the callback (readlink, open,
+ *   execve) with the guest's program; LiteBox's view has no /proc at all.
  * - The callback (entry.S) saves every guest register and the flags into a struct regs below
  *   the guest's red zone, calls rt_dispatch and returns to the continuation with only
  *   RAX/RCX/R11 changed. Plain syscalls are issued from the runtime's text with the guest's
@@ -38,16 +38,24 @@
  *   switch this off by accident: SIGSYS is removed from every mask it blocks or installs, its
  *   sigaction for SIGSYS is kept aside (and honoured for SIGSYS it sends itself), and
  *   PR_SET_NO_NEW_PRIVS makes the filter legal without privileges.
- * - execve re-executes this runtime (its path read from /proc/self/exe) with the same options
- *   after checking what the kernel would check (exists, executable, ELF or #!), so every new
- *   image is loaded with its trampolines. The filter survives execve; the new instance is told
- *   so (--seccomp-inherited) and does not stack another copy.
- * - Absolute paths go to the bundle first when it holds a non-directory there; directories
- *   and anything missing come from the host (/proc, /dev, /tmp, data, `ls /`).
+ * - The file system: before anything is loaded, view.c builds LiteBox's view (user and mount
+ *   namespaces: the bundle as tar_ro shows it under a private writable layer, /tmp, LiteBox's
+ *   devices, uid/gid 1000, cwd /) or, with --host-fs, the host's with a throwaway layer. No
+ *   path is translated in LiteBox's view: the kernel resolves every path in that tree, so no
+ *   syscall can miss it. The callback only checks writes against LiteBox's rules (refused or
+ *   a runner panic: the call fails with EACCES and is recorded) and records failed lookups of
+ *   paths the host has. With --host-fs, absolute paths go to the bundle first when it holds a
+ *   non-directory there (rt_bundle_path), as before the view existed.
+ * - execve re-executes this runtime (through the host's /proc/self/exe, kept as a descriptor)
+ *   with the same options and --fds, after checking what the kernel would check (exists,
+ *   executable, ELF or #!), so every new image is loaded with its trampolines and keeps the
+ *   view. The filter survives execve; the new instance is told so (--seccomp-inherited) and
+ *   does not stack another copy.
  * - Counters, distinct sites and escapes live in the runtime's .bss and are appended as text
- *   records to the --report file at exit, exit_group, execve and dlclose (whole lines,
- *   O_APPEND), so forked children and exec'd images are counted; report.py turns them into
- *   the JSON report.
+ *   records to the record file (a descriptor kept across execve) at exit, exit_group, execve
+ *   and dlclose (whole lines, O_APPEND), so forked children and exec'd images are counted;
+ *   path events (missing files, host files used, refused writes) and created processes are
+ *   appended as they happen; report.py turns them into the JSON report.
  *
  * i386
  * ----

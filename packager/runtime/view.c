@@ -120,7 +120,9 @@ void rt_view_open_fds(const char *report) {
         uptr cur, max;
     } lim = {1024, 1024};
     sys2(NR_getrlimit, RLIMIT_NOFILE, &lim);
-    int top = lim.cur > 64 && lim.cur <= 1U << 20 ? (int)lim.cur - 1 : 1023;
+    /* At most 1023: a higher descriptor would make the kernel grow every guest process's
+     * descriptor table to match (containers often allow a million). */
+    int top = lim.cur >= 16 && lim.cur < 1024 ? (int)lim.cur - 1 : 1023;
     rt_cfg.fd_proc = park_fd((int)sys3(NR_open, "/proc", O_PATH | O_DIRECTORY, 0), top - 2,
                              "/proc");
     rt_cfg.fd_host = park_fd((int)sys3(NR_open, "/", O_PATH | O_DIRECTORY, 0), top - 1, "/");
