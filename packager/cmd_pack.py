@@ -76,8 +76,8 @@ def pack(
         typer.Option(
             "--include",
             metavar="HOST:TAR",
-            help="Add a file, or a directory recursively, at TAR in the bundle (ELF files are "
-            "rewritten too). Repeatable.",
+            help="Add a file, or a directory recursively, at TAR in the bundle (PATH alone: at "
+            "the same path). ELF files are rewritten and bring their libraries. Repeatable.",
         ),
     ] = None,
     include_from: Annotated[
@@ -107,8 +107,9 @@ def pack(
         typer.Option(
             "--workload",
             metavar="FILE",
-            help="Also learn from each command of FILE: one a line, shell-like words, the "
-            "first an input's name or an absolute bundle path. Implies --learn. Repeatable.",
+            help="Learn from each command of FILE: one a line, shell-like words, the first an "
+            "input's name or an absolute bundle path (with --learn: after the -- workload). "
+            "Repeatable.",
             rich_help_panel="Learning what a program uses",
         ),
     ] = None,
