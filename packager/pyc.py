@@ -1,7 +1,9 @@
 """Python bytecode that stays valid in a tar_ro bundle: PEP 552 unchecked-hash ``.pyc`` headers.
 
-LiteBox's tar file system reports mtime 0 for every file (tar_ro.rs fills no time fields, and
-the tar says 0 anyway), so a timestamp-based ``.pyc`` (header: magic, flags 0, source mtime,
+LiteBox's tar file system reports mtime 0 for every file: tar_ro.rs (microsoft/litebox at
+01798b0c, the version read) builds its FileStatus from mode, size, owner and node only, the
+shim's stat conversion leaves every time field at its default 0, and our tars say 0 anyway.
+So a timestamp-based ``.pyc`` (header: magic, flags 0, source mtime,
 source size) never matches its source there: Python recompiles every module at start-up and
 tries to write ``__pycache__``, which LiteBox refuses or panics on. A PEP 552 hash-based
 ``.pyc`` with ``check_source`` off is loaded without looking at the source at all. We rewrite
