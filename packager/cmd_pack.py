@@ -373,6 +373,7 @@ def pack(
             specs,
             options,
             out,
+            sources=include_from or [],
             workloads=_workloads(closure, learn, workload_args, workload or []),
             env=env or [],
             jobs=jobs or os.cpu_count() or 1,
@@ -449,6 +450,7 @@ def _learn(
     options: RewriteOptions,
     out: Path,
     *,
+    sources: list[Path],
     workloads: list[Workload],
     env: list[str],
     jobs: int,
@@ -459,6 +461,10 @@ def _learn(
     (parsed back from its text, so the final pack and a repack from the file agree)."""
     target = learned_path(out)
     check_output(target)
+    if any(os.path.realpath(src) == os.path.realpath(target) for src in sources):
+        # The new file lists only what the old one did not bring: a repack from it would lose
+        # the old file's entries.
+        raise UsageError(f"--include-from {target} with --learn would overwrite it: copy it first")
 
     def pack_with(specs: list[tuple[str, Reason]], draft: Path | None) -> Plan:
         plan, extra = builder.plan([*given, *specs])

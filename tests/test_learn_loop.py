@@ -302,15 +302,18 @@ def test_a_failing_workload_is_a_warning_with_its_output(
         (["--root", "/", "/bin/true", "-o", "t.tar", "--learn"], "not inside --root", 2),
         (["/bin/true", "-o", "t.tar", "--include-from", "nofile"], "nofile: cannot read", 1),
         (["/bin/true", "-o", "t.tar", "--workload", "nofile"], "nofile: cannot read", 1),
+        (["/bin/true", "-o", "t.tar", "--learn", "--include-from", "t.learned"], "overwrite", 2),
     ],
 )
 def test_learn_options_refused_in_one_line(
     tmp_path: Path, args: list[str], message: str, status: int
 ) -> None:
+    (tmp_path / "t.learned").write_text("# an earlier X.learned\n")
     res = cli(*args, cwd=tmp_path)
     assert res.returncode == status, res.stderr
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "t.tar").exists() and not (tmp_path / "t.learned").exists()
+    assert not (tmp_path / "t.tar").exists()
+    assert (tmp_path / "t.learned").read_text() == "# an earlier X.learned\n"
 
 
 def test_a_multi_line_workload_keeps_x_learned_one_entry_a_line(tmp_path: Path) -> None:
