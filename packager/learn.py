@@ -143,9 +143,11 @@ class Learned:
     outcomes: dict[int, Outcome] = field(default_factory=dict)  # the last run of each
 
     def specs(self) -> list[tuple[str, Reason]]:
-        return [(f"{host}:/{tar}", learned_reason(n)) for tar, (host, n) in sorted(self.items())]
+        """The learned files as include specs, in X.learned's order."""
+        return [(f"{host}:/{tar}", learned_reason(n)) for tar, (host, n) in self.items()]
 
     def items(self) -> list[tuple[str, tuple[str, int]]]:
+        """By workload, then by tar path."""
         return sorted(self.files.items(), key=lambda kv: (kv[1][1], kv[0]))
 
 
@@ -156,11 +158,11 @@ def learned_text(learned: Learned, workloads: list[Workload]) -> str:
         "# Repack without running anything: the same pack command with --include-from FILE.",
     ]
     by_workload: dict[int, list[str]] = {}
-    for tar, (host, n) in learned.items():
-        by_workload.setdefault(n, []).append(f"{host}:/{tar}")
+    for spec, reason in learned.specs():
+        by_workload.setdefault(reason["workload"], []).append(spec)
     for w in workloads:
         lines.append(f"{WORKLOAD_HEADER}{w.number}: {w.describe()}")
-        lines.extend(sorted(by_workload.get(w.number, [])))
+        lines.extend(by_workload.get(w.number, []))
     return "\n".join(lines) + "\n"
 
 
