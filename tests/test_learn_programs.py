@@ -277,3 +277,18 @@ def test_a_workload_file_numbers_its_commands(work: Path, tool_env: dict[str, st
     ):
         got = cli("run", tar, "--", *argv, env=tool_env)
         assert (got.returncode, got.stdout) == (0, Path(path).read_bytes())
+
+
+def test_python_starts_from_its_shipped_bytecode_without_writing(
+    learned: Callable[[str], Learned], tool_env: dict[str, str], work: Path
+) -> None:
+    """Under tar_ro's mtime 0 the host's timestamp .pyc files would all be stale: Python would
+    recompile and try to write __pycache__ (which LiteBox refuses). With the unchecked-hash
+    headers it writes nothing."""
+    b = learned("python3")
+    report = work / "python3-pyc.json"
+    got = cli("run", b.tar, "--report", report, "--", *b.argv, env=tool_env)
+    assert got.returncode == 0, got.stderr
+    doc = json.loads(report.read_text())
+    assert doc["files"]["refused_writes"] == []
+    assert sum(1 for line in b.learned.read_text().splitlines() if line.endswith(".pyc")) > 20
