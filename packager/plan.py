@@ -29,6 +29,9 @@ class PlannedFile:
     reasons: list[dict[str, Any]] = field(default_factory=list)
     rewrite: bool = True
     skip_reason: str | None = None
+    # What the manifest names as the source instead of ``source``: a HOST:GUEST input's HOST as
+    # given, so the same program packed from two directories gives the same bundle.
+    label: str | None = None
 
     def add(self, path: str, reason: dict[str, Any]) -> None:
         p = tar_path(path)
@@ -43,6 +46,8 @@ class Plan:
     files: list[PlannedFile] = field(default_factory=list)
     main: PlannedFile | None = None  # the first input: written beside the tar as NAME.hooked
     main_path: str = ""  # the first input's path in the bundle ("/..."), for the runner
+    # Each input's path in the bundle, then each included program's (those of ``closure``).
+    input_paths: list[str] = field(default_factory=list)
     # Inputs and included programs/libraries with everything they load, at their bundle paths:
     # what the self-check must find inside the bundle.
     closure: Closure = field(default_factory=lambda: Closure([], [], []))
@@ -62,10 +67,21 @@ class Plan:
         return [p for f in self.files for p in f.paths]
 
 
-def _reason(lib: Library) -> dict[str, Any]:
+def _reason(lib: Library, moved: dict[str, str]) -> dict[str, Any]:
     if lib.rule == "input":
         return {"kind": "input"}
-    return {"kind": "needed", "by": lib.needed_by, "name": lib.name, "rule": lib.rule}
+    by = moved.get(lib.needed_by or "", lib.needed_by)
+    return {"kind": "needed", "by": by, "name": lib.name, "rule": lib.rule}
+
+
+def parse_input(arg: str) -> tuple[str, str | None]:
+    """An input: ``HOST`` or ``HOST:GUEST`` (an existing file of the whole name is a HOST)."""
+    host, sep, guest = arg.partition(":")
+    if not sep or os.path.lexists(arg):
+        return arg, None
+    if not host or not guest.startswith("/") or not guest.strip("/"):
+        raise UsageError(f"{arg!r}: expected HOST_PATH or HOST_PATH:/GUEST_PATH")
+    return host, guest
 
 
 def parse_include(spec: str) -> tuple[str, str]:
@@ -85,6 +101,7 @@ def build_plan(
     host_root: str | None,
     includes: list[str],
     no_rewrite: list[str],
+    guest_paths: Sequence[str | None] = (),
     include_reasons: dict[str, dict[str, Any]] | None = None,
     include_closures: bool = False,
     real_paths: bool = False,
@@ -93,24 +110,30 @@ def build_plan(
     """Turn a resolved closure plus ``--include`` specs into a plan (no file contents read
     beyond the ELF and ``#!`` headers of included files).
 
-    ``include_reasons`` gives some specs another manifest reason than ``--include`` (the learn
-    loop's "learned from workload N"). With ``include_closures`` an included ELF of the
-    programs' class brings its ``DT_NEEDED`` closure, and an included program its interpreter,
-    as inputs do. With ``real_paths`` every input also appears at its real path
-    (``usr/bin/python3.11`` beside ``usr/bin/python3``): programs re-execute themselves
-    through it.
+    ``guest_paths`` gives, per input, the path it takes in the bundle (``HOST:GUEST`` inputs)
+    instead of its own absolute path. ``include_reasons`` gives some specs another manifest
+    reason than ``--include`` (the learn loop's "learned from workload N"). With
+    ``include_closures`` an included ELF of the programs' class brings its ``DT_NEEDED``
+    closure, and an included program its interpreter, as inputs do. With ``real_paths`` every
+    input kept at its own path also appears at its real path (``usr/bin/python3.11`` beside
+    ``usr/bin/python3``): programs re-execute themselves through it.
     """
     plan = Plan()
     skip = {c for p in no_rewrite for c in _canonical(p, host_root)}
-    for lib in [*closure.inputs, *closure.libraries]:
+    moved: dict[str, str] = {}  # input path -> its GUEST path, for the "needed by" reasons
+    for n, lib in enumerate([*closure.inputs, *closure.libraries]):
         f = plan.file_for(lib.realpath)
-        for path in (lib.path, *lib.aliases):
-            f.add(path, _reason(lib))
+        own = (guest_paths[n] if n < len(guest_paths) else None) or lib.path
+        for path in (own, *lib.aliases):
+            f.add(path, _reason(lib, moved))
+        if n < len(closure.inputs):
+            plan.input_paths.append("/" + own.lstrip("/"))
+            if own != lib.path:
+                f.label, moved[lib.path] = lib.name, own
         if plan.main is None:
-            plan.main, plan.main_path = f, lib.path
-    if real_paths:
-        for lib in closure.inputs:
-            plan.file_for(lib.realpath).add(_target_of(lib.realpath, host_root), _reason(lib))
+            plan.main, plan.main_path = f, "/" + own.lstrip("/")
+        if real_paths and n < len(closure.inputs) and own == lib.path:
+            f.add(_target_of(lib.realpath, host_root), _reason(lib, moved))
     loadable: list[tuple[str, str]] = []  # (host path, bundle path) of included programs/ELFs
     for spec in includes:
         host, target = parse_include(spec)
@@ -210,7 +233,7 @@ def _with_includes(
     for lib in extra.libraries:
         f = plan.file_for(lib.realpath)
         for path in (lib.path, *lib.aliases):
-            f.add(path, _reason(lib))
+            f.add(path, _reason(lib, {}))
     complete = [i for i, part in enumerate(extra.by_input) if not part.missing]
     wanted = {lib.realpath for i in complete for lib in extra.by_input[i].libraries}
     known = closure.realpaths
@@ -219,6 +242,7 @@ def _with_includes(
     for i in complete:
         src, dest = loadable[i]
         inputs.append(Library(src, "/" + tar_path(dest), extra.inputs[i].realpath, "input", None))
+        plan.input_paths.append(inputs[-1].path)
     return Closure(
         inputs=[*closure.inputs, *inputs],
         libraries=[*closure.libraries, *added],

@@ -31,6 +31,7 @@ HEADER = 16
 FIRST_PEP552_MAGIC = 3392  # CPython 3.7: the first magic whose header has the flags word
 FLAG_HASH, FLAG_CHECK_SOURCE = 1, 2
 OUTCOME = "bytecode-unchecked"
+REASON = "bytecode: "  # starts the reason of every .pyc left unchanged
 
 
 @dataclass(frozen=True)
@@ -63,29 +64,29 @@ def source_hash(magic: bytes, source: bytes) -> bytes:
 def make_unchecked(pyc: bytes, source_path: str) -> Conversion:
     """Turn a valid ``.pyc`` into an unchecked-hash one, or say why it is left alone."""
     if len(pyc) < HEADER:
-        return Conversion(None, "bytecode: shorter than a .pyc header")
+        return Conversion(None, REASON + "shorter than a .pyc header")
     magic = pyc[:4]
     if magic[2:] != b"\r\n" or int.from_bytes(magic[:2], "little") < FIRST_PEP552_MAGIC:
-        return Conversion(None, "bytecode: not a Python 3.7+ .pyc magic number")
+        return Conversion(None, REASON + "not a Python 3.7+ .pyc magic number")
     (flags,) = struct.unpack_from("<I", pyc, 4)
     if flags == FLAG_HASH:
-        return Conversion(None, "bytecode: already unchecked-hash")
+        return Conversion(None, REASON + "already unchecked-hash")
     try:
         with open(source_path, "rb") as fh:
             st = os.fstat(fh.fileno())
             source = fh.read()
     except OSError as e:
-        return Conversion(None, f"bytecode: source {source_path}: {e.strerror or e}")
+        return Conversion(None, REASON + f"source {source_path}: {e.strerror or e}")
     digest = source_hash(magic, source)
     if flags == 0:
         mtime, size = struct.unpack_from("<II", pyc, 8)
         if (mtime, size) != (int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF):
-            return Conversion(None, f"bytecode: stale for {source_path} (mtime or size differ)")
+            return Conversion(None, REASON + f"stale for {source_path} (mtime or size differ)")
     elif flags == FLAG_HASH | FLAG_CHECK_SOURCE:
         if pyc[8:16] != digest:
-            return Conversion(None, f"bytecode: stale for {source_path} (hash differs)")
+            return Conversion(None, REASON + f"stale for {source_path} (hash differs)")
     else:
-        return Conversion(None, f"bytecode: unknown header flags {flags:#x}")
+        return Conversion(None, REASON + f"unknown header flags {flags:#x}")
     header = magic + struct.pack("<I", FLAG_HASH) + digest
     return Conversion(header + pyc[HEADER:], "PEP 552 unchecked-hash header")
 

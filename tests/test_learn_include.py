@@ -7,6 +7,7 @@ from pathlib import Path
 
 from packager.audit import audit_tar
 from tests.conftest import BuildSample
+from tests.test_json_schemas import check
 from tests.test_pack import cli, manifest_of, pack
 
 SSL_MODULE = "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so"
@@ -90,6 +91,7 @@ def test_an_empty_directory_is_reported_not_lost(tmp_path: Path, build_sample: B
     assert "/t/branches will not exist" in warnings[0]
     assert "/t/deep/er will not exist" in warnings[1]
     members, _ = pack(tmp_path, hello, "--include", f"{tree}:/t", "-o", "h.tar")
+    check("manifest", manifest_of(members))
     assert manifest_of(members)["gaps"] == [
         {"path": "t/branches", "source": f"{tree}/branches", "kind": "empty directory"},
         {"path": "t/deep/er", "source": f"{tree}/deep/er", "kind": "empty directory"},

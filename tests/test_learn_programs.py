@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, BuildSample
+from tests.test_json_schemas import check
 
 EXE = Path(sys.executable).parent / "litebox-pack"
 TIMEOUT = 300
@@ -235,8 +236,10 @@ def test_learned_files_carry_their_workload_in_the_manifest(
     b = learned("python3")
     with tarfile.open(b.tar) as t:
         doc = json.load(t.extractfile("litebox/manifest.json"))  # type: ignore[arg-type]
+    check("manifest", doc)
     reasons = [r for f in doc["files"] for r in f["included_because"]]
     assert {"kind": "learned", "workload": 1} in reasons
+    assert any(f["outcome"] == "bytecode-unchecked" for f in doc["files"])
     lines = b.learned.read_text().splitlines()
     specs = [line for line in lines if not line.startswith("#")]
     assert specs == sorted(specs) and len(specs) == len(set(specs))
@@ -261,8 +264,14 @@ def test_a_workload_file_numbers_its_commands(work: Path, tool_env: dict[str, st
         "# one command a line\ncat /etc/hostname\n\nsh -c 'cat /etc/debian_version | cat'\n"
     )
     tar = work / "cat.tar"
-    res = cli("/bin/sh", "/bin/cat", "-o", tar, "--workload", wl, env=tool_env)
+    res = cli("/bin/sh", "/bin/cat", "-o", tar, "--workload", wl, "--json", env=tool_env)
     assert res.returncode == 0, res.stderr.decode()
+    doc = json.loads(res.stdout)
+    check("pack", doc)
+    assert doc["learned"]["workloads"] == [
+        {"number": 1, "argv": ["/bin/cat", "/etc/hostname"], "exit_status": 0},
+        {"number": 2, "argv": ["/bin/sh", "-c", "cat /etc/debian_version | cat"], "exit_status": 0},
+    ]
     lines = (work / "cat.learned").read_text().splitlines()
     assert lines[2:] == [
         "# workload 1: /bin/cat /etc/hostname",

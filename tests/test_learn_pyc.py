@@ -85,13 +85,23 @@ def test_packed_stdlib_bytecode_is_used_as_is_with_mtime_zero(tmp_path: Path) ->
     """Python imports the bundled modules from a tree whose mtimes are all 0 (as tar_ro shows
     them) without recompiling: the .pyc files are still the bundled bytes afterwards."""
     pkg = "/usr/lib/python3.11/json"
-    res = cli("/usr/bin/python3", "--include", f"{pkg}:{pkg}", "-o", "py.tar", cwd=tmp_path)
+    args = ["/usr/bin/python3", "--include", f"{pkg}:{pkg}", "-o", "py.tar", "--json"]
+    res = cli(*args, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     members = {m.path: m.data for m in read_strict(tmp_path / "py.tar")}
     doc = json.loads(members["litebox/manifest.json"])
     pycs = [f for f in doc["files"] if f["paths"][0].endswith(".pyc")]
     assert pycs and all(f["outcome"] == "bytecode-unchecked" for f in pycs)
-    assert audit_tar(tmp_path / "py.tar").failures("any") == []
+    report = audit_tar(tmp_path / "py.tar")
+    assert report.failures("any") == []
+    # pack counts the converted bytecode as audit classes it: non-ELF files.
+    by_member = {m.path: m.cls.value for m in report.members}
+    counted: dict[str, int] = {}
+    for f in doc["files"]:
+        cls = by_member[f["paths"][0]]
+        counted[cls] = counted.get(cls, 0) + 1
+    assert json.loads(res.stdout)["classes"] == dict(sorted(counted.items()))
+    assert counted["non-elf"] >= len(pycs)
     tree = tmp_path / "tree"
     for path, data in members.items():
         if path.startswith("usr/lib/python3.11/json/"):
