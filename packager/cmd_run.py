@@ -87,6 +87,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--env",
+            metavar="K=V",
             help="K=V for the guest's environment, which is exactly these (as LiteBox's "
             "runner does). Repeatable.",
             show_default=False,
@@ -96,6 +97,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--bind",
+            metavar="HOST:GUEST",
             help="HOST:GUEST: show the host directory HOST at GUEST (writable). Repeatable.",
             show_default=False,
         ),
