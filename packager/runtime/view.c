@@ -46,7 +46,12 @@
 #define UTIME_OMIT ((1L << 30) - 2L)
 
 __attribute__((noreturn)) static void fail(const char *what, const char *path, iptr err) {
-    rt_say("cannot build the guest's file system: %s %s (errno %ld)", what, path, -err);
+    /* EPERM here: a kernel or security module that allows user namespaces but not mounts in
+     * them (AppArmor's restrict_unprivileged_userns, say). */
+    rt_say("cannot build the guest's file system: %s %s (errno %ld)%s", what, path, -err,
+           err == -EPERM ? "; user namespaces are restricted here: --host-fs runs without "
+                           "LiteBox's view"
+                         : "");
     rt_exit(LAUNCH_STATUS);
 }
 
