@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 
 import typer
 
-from .console import user_errors
+from .console import PATH_ARG, TEXT_ARG, help_text, user_errors
 from .errors import UserError
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run", no_args_is_help=True)(run)
+    app.command("run", help=help_text(run.__doc__), no_args_is_help=True)(run)
 
 
 @user_errors
@@ -20,7 +20,10 @@ def run(
     bundle: Annotated[
         Path,
         typer.Argument(
-            help="The bundle: a .tar or a directory laid out like one.", show_default=False
+            help="The bundle: a .tar or a directory laid out like one.",
+            metavar="BUNDLE",
+            click_type=PATH_ARG,
+            show_default=False,
         ),
     ],
     command: Annotated[
@@ -28,6 +31,8 @@ def run(
         typer.Argument(
             help="After --: PROGRAM (an absolute path inside the bundle) and its arguments; "
             "with --hooked only the arguments.",
+            metavar="-- PROGRAM ARGS...",
+            click_type=TEXT_ARG,
             show_default=False,
         ),
     ] = None,
@@ -35,6 +40,7 @@ def run(
         Literal["auto", "redzone", "resume"],
         typer.Option(
             "--abi",
+            metavar="auto|redzone|resume",
             help="Stub ABI of the bundle: auto reads the manifest, else the stub bytes. i386 "
             "programs have a single stub form (the report says i386).",
         ),
@@ -54,7 +60,9 @@ def run(
         Path | None,
         typer.Option(
             "--report",
-            help="Write a JSON report: syscalls by name, distinct sites, escapes.",
+            metavar="FILE",
+            help="Write a JSON report: syscalls by name, distinct sites, escapes, the view, "
+            "missing files, refused writes, processes created.",
             show_default=False,
         ),
     ] = None,
@@ -62,6 +70,7 @@ def run(
         Path | None,
         typer.Option(
             "--hooked",
+            metavar="FILE",
             help="Run this rewritten main binary (APP.hooked, written beside the tar) "
             "the way LiteBox's runner does.",
             show_default=False,
@@ -79,6 +88,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--env",
+            metavar="K=V",
             help="K=V for the guest's environment, which is exactly these (as LiteBox's "
             "runner does). Repeatable.",
             show_default=False,
@@ -88,6 +98,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--bind",
+            metavar="HOST:GUEST",
             help="HOST:GUEST: show the host directory HOST at GUEST (writable). Repeatable.",
             show_default=False,
         ),
@@ -104,11 +115,13 @@ def run(
     """Run PROGRAM from a bundle on this machine, every syscall through its trampoline.
 
     Usage: `run BUNDLE -- PROGRAM ARGS...` or `run --hooked APP.hooked BUNDLE.tar -- ARGS...`.
-    The guest sees LiteBox's view: the bundle alone (tar_ro's files, a private writable
-    /tmp, LiteBox's devices), uid/gid 1000, cwd /, the environment given with --env. The exit
-    status is the program's own. A syscall that escaped the rewriting is reported, and with
-    --strict it stops the program with status 125; a path the bundle lacks is reported, and
-    with --strict-files it stops the program with status 125.
+
+    The guest sees LiteBox's view: the bundle alone (tar_ro's files, a private writable /tmp,
+    LiteBox's devices), uid/gid 1000, cwd /, the environment given with --env.
+
+    The exit status is the program's own. A syscall that escaped the rewriting is reported,
+    and with --strict it stops the program with status 125; a path the bundle lacks is
+    reported, and with --strict-files it stops the program with status 125.
     """
     from .runtime.run import RunRequest, exit_like
     from .runtime.run import run as run_bundle
