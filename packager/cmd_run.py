@@ -61,7 +61,8 @@ def run(
         typer.Option(
             "--report",
             metavar="FILE",
-            help="Write a JSON report: syscalls by name, distinct sites, escapes.",
+            help="Write a JSON report: syscalls by name, distinct sites, escapes, the view, "
+            "missing files, refused writes, processes created.",
             show_default=False,
         ),
     ] = None,
@@ -115,11 +116,12 @@ def run(
 
     Usage: `run BUNDLE -- PROGRAM ARGS...` or `run --hooked APP.hooked BUNDLE.tar -- ARGS...`.
 
-    The guest sees LiteBox's view: the bundle alone (tar_ro's files, a private writable
-    /tmp, LiteBox's devices), uid/gid 1000, cwd /, the environment given with --env. The exit
-    status is the program's own. A syscall that escaped the rewriting is reported, and with
-    --strict it stops the program with status 125; a path the bundle lacks is reported, and
-    with --strict-files it stops the program with status 125.
+    The guest sees LiteBox's view: the bundle alone (tar_ro's files, a private writable /tmp,
+    LiteBox's devices), uid/gid 1000, cwd /, the environment given with --env.
+
+    The exit status is the program's own. A syscall that escaped the rewriting is reported,
+    and with --strict it stops the program with status 125; a path the bundle lacks is
+    reported, and with --strict-files it stops the program with status 125.
     """
     from .runtime.run import RunRequest, exit_like
     from .runtime.run import run as run_bundle

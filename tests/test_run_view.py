@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from packager.runtime.report import build_report, parse_records
 from packager.runtime.run import STRICT_STATUS
 
 from .bundle_util import make_bundle, tar_bundle
@@ -118,9 +119,11 @@ def test_guest_writes_change_nothing(
     assert again.stdout.decode() == "/tmp/litebox-probe: No such file or directory\n"
 
 
-def test_no_host_path_is_visible(probe: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["x86_64", "i386"])
+def test_no_host_path_is_visible(arch: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """A file the host has and the bundle lacks cannot be reached by any path, through any
     descriptor (the runtime's own included), /proc/self/root or a relative path."""
+    probe = request.getfixturevalue("probe32" if arch == "i386" else "probe")
     host_only = tmp_path / "host-only.txt"
     host_only.write_text("the host's\n")
     tree = tree_with(tmp_path / "tree", [probe])
@@ -254,3 +257,44 @@ def test_no_user_namespaces_is_one_line(probe: str, tmp_path: Path) -> None:
         env=env,
     )
     assert res.returncode == 0 and res.stdout == b"/: yes\n", res
+
+
+def test_path_records_parse_and_bad_lines_are_counted() -> None:
+    """The record lines of path events: paths last (spaces kept), the site's object and offset
+    from the S line of the same process, one item per (path, syscall) with a count."""
+    text = "\n".join(
+        [
+            "M 7 257 0x1000 /usr/lib/my file.txt",
+            "M 7 257 0x1000 /usr/lib/my file.txt",
+            "M 7 4 0x1000 /usr/lib/my file.txt",
+            "W 7 83 0x2000 EACCES p /etc/new dir",
+            "H 8 257 0x3000 l /lib",
+            "F 7 vfork -",
+            "F 7 clone -",
+            "S 7 0x1000 0x1f0 /usr/bin/app (deleted)",
+            "S 7 0x2000 0x2f0 /usr/bin/app",
+            "M 7 257",  # cut short
+            "F 7 spawn -",  # no such kind
+            "Q what",
+        ]
+    )
+    rec = parse_records(text)
+    assert rec.bad_lines == 3
+    files = build_report(
+        rec, bundle=Path("b"), program="/p", args=[], abi="redzone", status=0, view="litebox"
+    )["files"]
+    assert files["missing"] == [
+        {"path": "/usr/lib/my file.txt", "syscall": "openat", "object": "/usr/bin/app",
+         "offset": "0x1f0", "count": 2},
+        {"path": "/usr/lib/my file.txt", "syscall": "stat", "object": "/usr/bin/app",
+         "offset": "0x1f0", "count": 1},
+    ]  # fmt: skip
+    assert files["refused_writes"] == [
+        {"path": "/etc/new dir", "syscall": "mkdir", "object": "/usr/bin/app", "offset": "0x2f0",
+         "errno": "EACCES", "litebox": "panics", "count": 1},
+    ]  # fmt: skip
+    assert files["host_used"] == [
+        {"path": "/lib", "syscall": "openat", "object": "?", "offset": "0x0", "kind": "symlink",
+         "count": 1},
+    ]  # fmt: skip
+    assert dict(rec.created) == {"vfork": 1, "clone": 1}

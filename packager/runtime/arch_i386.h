@@ -77,6 +77,7 @@ typedef long long i64;
 #define NR_getrlimit 191 /* ugetrlimit */
 #define NR_umask 60
 #define NR_writev 146
+#define NR_mount_setattr 442
 #define NR_mount 21
 #define NR_umount2 52
 #define NR_pivot_root 217

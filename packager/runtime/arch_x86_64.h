@@ -66,6 +66,7 @@ typedef long i64;
 #define NR_umask 95
 #define NR_writev 20
 #define NR_process_vm_readv 310
+#define NR_mount_setattr 442
 #define NR_mount 165
 #define NR_umount2 166
 #define NR_pivot_root 155

@@ -199,6 +199,11 @@ def _scratch() -> Iterator[Path]:
     directory bundle, its tar_ro copy; removed afterwards."""
     tmp = Path(tempfile.mkdtemp(prefix="litebox-run-"))
     try:
+        if any(c in str(tmp) for c in ",:\\"):  # the runtime names it in overlayfs options
+            raise UserError(
+                f"{tmp.parent}: a temporary directory whose path holds ',', ':' or "
+                "'\\' cannot hold the guest's view: set TMPDIR to another one"
+            )
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

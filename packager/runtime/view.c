@@ -16,7 +16,8 @@
  * --host-fs shows the host instead: a tmpfs root holding each top-level entry of the host's /
  * (symlinks recreated, directories as overlays with a private upper layer, so writes are thrown
  * away; a directory that cannot be overlaid, such as /proc, /dev or /sys with their submounts,
- * is bind-mounted as it is), the host user mapped to itself. The bundle is still found first
+ * is bind-mounted as it is, read-only, with a private /dev/shm), the host user mapped to
+ * itself. The bundle is still found first
  * (rt_bundle_path in callback.c), as before this view existed.
  *
  * The runtime keeps three descriptors across every execve, at the top of the descriptor range,
@@ -45,7 +46,12 @@
 #define UTIME_OMIT ((1L << 30) - 2L)
 
 __attribute__((noreturn)) static void fail(const char *what, const char *path, iptr err) {
-    rt_say("cannot build the guest's file system: %s %s (errno %ld)", what, path, -err);
+    /* EPERM here: a kernel or security module that allows user namespaces but not mounts in
+     * them (AppArmor's restrict_unprivileged_userns, say). */
+    rt_say("cannot build the guest's file system: %s %s (errno %ld)%s", what, path, -err,
+           err == -EPERM ? "; user namespaces are restricted here: --host-fs runs without "
+                           "LiteBox's view"
+                         : "");
     rt_exit(LAUNCH_STATUS);
 }
 
@@ -96,6 +102,17 @@ static void mkdir_all(const char *path) {
 
 static void bind(const char *from, const char *to, int rec) {
     must(sys5(NR_mount, from, to, NULL, MS_BIND | (rec ? MS_REC : 0), NULL), "bind-mount", from);
+}
+
+/* Makes a bind-mounted tree read-only, submounts included: a host directory --host-fs cannot
+ * overlay must not take the guest's writes. Device files stay usable (writing a device is not
+ * a write to the file system). */
+static void read_only_tree(const char *path) {
+    struct {
+        u64 attr_set, attr_clr, propagation, userns_fd;
+    } attr = {1 /* MOUNT_ATTR_RDONLY */, 0, 0, 0};
+    must(sys5(NR_mount_setattr, AT_FDCWD, path, 0x8000 /* AT_RECURSIVE */, &attr, sizeof attr),
+         "make read-only", path);
 }
 
 static void zero_mtime(const char *path) {
@@ -164,6 +181,11 @@ static void make_dev(const char *root) {
          "remount read-only", dev);
 }
 
+static int exists_dir(const char *path) {
+    struct kstat st;
+    return rt_fstatat(AT_FDCWD, path, &st, 0) == 0 && (st.st_mode & S_IFMT) == S_IFDIR;
+}
+
 /* The host's / entry by entry (see the top of this file). */
 static void mirror_host(const char *stage, const char *root) {
     char upper[RT_PATH_MAX], work[RT_PATH_MAX];
@@ -215,8 +237,19 @@ static void mirror_host(const char *stage, const char *root) {
                 char opts[3 * RT_PATH_MAX + 64];
                 if (rt_fmt(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", host, up,
                            wk) >= (int)sizeof opts - 1 ||
-                    sys5(NR_mount, "overlay", there, "overlay", 0, opts) < 0)
-                    bind(host, there, 1); /* submounts (/proc, /dev, /sys): shown as they are */
+                    sys5(NR_mount, "overlay", there, "overlay", 0, opts) < 0) {
+                    /* Mounts below it (/proc, /dev, /sys; any host directory while something
+                     * is mounted under it): shown as it is, read-only. */
+                    bind(host, there, 1);
+                    read_only_tree(there);
+                    if (rt_streq(name, "dev")) { /* shared memory stays private and writable */
+                        char shm[RT_PATH_MAX];
+                        join(shm, there, "shm");
+                        if (exists_dir(shm))
+                            must(sys5(NR_mount, "tmpfs", shm, "tmpfs", MS_NOSUID, "mode=1777"),
+                                 "mount tmpfs on", shm);
+                    }
+                }
             } else {
                 int fd = (int)sys3(NR_open, there, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
                 if (fd >= 0) {
