@@ -87,3 +87,21 @@ def test_runtime_cache_of_another_user_is_one_line(world: Path, bundle: Path) ->
     cmd = as_nobody([str(EXE), "run", str(bundle), "--", str(world / "hello")])
     res = subprocess.run(cmd, capture_output=True, timeout=120, cwd=world, env=env)
     one_line_error(res, str(binary.parent), "Permission denied", "uid 0")
+
+
+def test_a_build_from_before_sealing_is_kept_when_it_looks_like_the_runtime(
+    tmp_path: Path, bundle: Path
+) -> None:
+    cache = tmp_path / "cache"
+    assert _run(bundle, cache).returncode == 0
+    binary = _binary(cache)
+    sealed = binary.with_name(binary.name + ".sha256")
+    sealed.unlink()  # as an older litebox-pack sharing the cache left it
+    inode = binary.stat().st_ino
+    assert _run(bundle, cache).returncode == 0
+    assert binary.stat().st_ino == inode and sealed.is_file()  # kept, and sealed now
+    sealed.unlink()
+    binary.write_bytes(binary.read_bytes()[:4096])  # a truncated old build
+    again = _run(bundle, cache)
+    assert again.returncode == 0, again.stderr
+    assert binary.stat().st_size > 4096 and sealed.is_file()  # rebuilt

@@ -15,6 +15,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ def runtime_binary(arch: str = "x86_64") -> Path:
     final = root / digest(sources, compiler, target)
     binary = final / target.binary
     try:
-        if _intact(binary):
+        if _intact(binary) or _seal_legacy(binary, target):
             return binary
         if final.exists():
             _discard(final)
@@ -220,6 +221,46 @@ def _intact(binary: Path) -> bool:
     except FileNotFoundError:
         return False
     return os.access(binary, os.X_OK) and _hash_file(binary) == recorded
+
+
+def _seal_legacy(binary: Path, target: Target) -> bool:
+    """A build from before builds were sealed (no .sha256, maybe in use by an older
+    litebox-pack sharing the cache): seal it when it still looks exactly like a runtime of
+    ``target`` (a static ELF executable whose segments lie in the file, linked at the runtime's
+    text base), else report it damaged. Truncated copies, garbage and other programs fail."""
+    if binary.with_name(binary.name + ".sha256").exists() or not binary.is_file():
+        return False
+    data = binary.read_bytes()
+    wide = target.arch == "x86_64"
+    base = TEXT_BASE if wide else TEXT_BASE_I386
+    if data[:4] != b"\x7fELF" or len(data) < 64 or data[4] != (2 if wide else 1):
+        return False
+    e_type, phoff, phentsize, phnum = (
+        (struct.unpack_from("<H", data, 16)[0], *struct.unpack_from("<Q", data, 32),
+         *struct.unpack_from("<HH", data, 54))
+        if wide
+        else (struct.unpack_from("<H", data, 16)[0], *struct.unpack_from("<I", data, 28),
+              *struct.unpack_from("<HH", data, 42))
+    )  # fmt: skip
+    if e_type != 2 or phoff + phnum * phentsize > len(data) or not phnum:
+        return False
+    loads = []
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if wide:
+            p_type, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from("<IIQQQQ", data, at)
+        else:
+            p_type, p_offset, p_vaddr, _, p_filesz = struct.unpack_from("<IIIII", data, at)
+        if p_type == 3:  # PT_INTERP: not the static runtime
+            return False
+        if p_type == 1:
+            if p_offset + p_filesz > len(data):
+                return False
+            loads.append(p_vaddr)
+    if not loads or min(loads) & ~0xFFF != base:
+        return False
+    _seal(binary)
+    return True
 
 
 def _discard(final: Path) -> None:
