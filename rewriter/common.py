@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from enum import StrEnum
+from typing import Literal
 
 from .errors import RewriteError
 
@@ -11,6 +12,11 @@ JMP_LEN = 5
 JMP_REL32 = b"\xe9"
 NOP = 0x90
 TRAP = b"\xf1\xf4"  # ICEBP; HLT: same length as syscall, recognisable as a poisoned site
+
+
+# What to do with a syscall that has no room for a jump (--unpatchable).
+Policy = Literal["fail", "trap", "keep"]
+POLICIES: tuple[Policy, ...] = ("fail", "trap", "keep")
 
 
 class Abi(StrEnum):

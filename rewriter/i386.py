@@ -20,20 +20,17 @@ import operator
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from iced_x86 import Code, Decoder, FlowControl, Instruction, OpKind, Register
 
-from .common import JMP_LEN, JMP_REL32, NOP, TRAP, Abi, Strategy
+from .common import JMP_LEN, JMP_REL32, NOP, TRAP, Abi, Policy, Strategy
 from .elf import SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC, ElfFile, Section
 from .emit import Patch, SiteWork, emit_patched, trampoline_vaddr
 from .errors import RewriteError
 from .fork_patch import ForkPatch, plan_fork_patch
 from .result import Outcome, RewriteResult, marker_result, unchanged
 from .trailer import TrailerState, check_trailer
-
-if TYPE_CHECKING:
-    from .rewrite import Policy
 
 SLOT_SIZE = 4
 U32 = 1 << 32

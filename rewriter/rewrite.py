@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any
 
 from . import sweep
-from .common import TRAP, Abi
+from .common import POLICIES, TRAP, Abi, Policy
 from .elf import EM_386, EM_X86_64, ET_REL, PT_PHDR, ElfFile
 from .emit import Patch, SiteWork, emit_patched, trampoline_vaddr
 from .errors import RewriteError
 from .fork_patch import plan_fork_patch
+from .i386 import rewrite_i386
 from .result import Outcome, RewriteResult, marker_result, unchanged
 from .trailer import TrailerState, check_trailer
 from .x86_64 import plan_after, plan_before
 
-Policy = Literal["fail", "trap", "keep"]
-POLICIES: tuple[Policy, ...] = ("fail", "trap", "keep")
 SLOT_SIZE = 8
 FEW_CANDIDATES = 32
 BUN_FOOTER = b"\n---- Bun! ----\n"
@@ -51,8 +50,6 @@ def rewrite_elf(
     if elf.type == ET_REL:
         return unchanged(data, "relocatable object")
     if not elf.is64 and elf.machine == EM_386:
-        from .i386 import rewrite_i386  # imported here: i386 needs this module's Policy
-
         return rewrite_i386(data, elf, abi=abi, unpatchable=unpatchable, fork_patch=fork_patch)
     if not elf.is64 or elf.machine != EM_X86_64:
         return unchanged(data, f"other architecture (ELF{elf.bits} {elf.machine_name})")
