@@ -32,6 +32,12 @@ class Strategy(StrEnum):
     KEPT = "kept"  # unpatchable, syscall left in place
 
 
+def trap_fill(length: int) -> bytes:
+    """F1 F4 over a site of ``length`` bytes, the rest NOP-filled (as upstream does): a prefixed
+    syscall's leftover bytes would otherwise change how the next instruction decodes."""
+    return TRAP + bytes([NOP]) * (length - len(TRAP))
+
+
 def rel32(target: int, next_ip: int) -> bytes:
     d = target - next_ip
     if not -(1 << 31) <= d < (1 << 31):
