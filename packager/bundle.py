@@ -37,6 +37,8 @@ class BundleSummary:
     outcomes: Counter[str] = field(default_factory=Counter)
     sites: int = 0
     cached: int = 0
+    # source -> its data-in-code sites ({"address", "why"}), the sites left as they are
+    data_in_code: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,11 @@ class BundleSummary:
             "outcomes": dict(sorted(self.outcomes.items())),
             "sites": self.sites,
             "cached": self.cached,
+            "data_in_code": [
+                {"source": src, **site}
+                for src, sites in self.data_in_code.items()
+                for site in sites
+            ],
         }
 
 
@@ -123,6 +130,8 @@ def _entry(
         "strategies": o.get("strategies", {}),
         "trampoline_size": trampoline["size"] if trampoline else 0,
         "unpatchable": o.get("unpatchable", []),
+        "data_in_code": o.get("data_in_code", []),
+        "code_map": o.get("code_map"),
         "fork_patch": o.get("fork_patch"),
         "included_because": reasons,
     }
@@ -165,6 +174,8 @@ def write_bundle(
             summary.outcomes[r.outcome["outcome"]] += 1
             summary.sites += r.outcome.get("sites", 0)
             summary.cached += r.cached
+            if r.outcome.get("data_in_code"):
+                summary.data_in_code[f.source] = r.outcome["data_in_code"]
             if progress:
                 progress(f, r)
         for path, data, mode in extra:

@@ -70,7 +70,8 @@ def audit(
             help="Exit 3 when the bundle has: unpatched (an ELF without a trailer or with an "
             "invalid one), unpatchable (sites the manifest records as trapped or kept), "
             "mismatch (manifest contradicts the bytes, mixed stub ABIs, duplicate paths, "
-            "links, PAX or GNU long-name records), or any of these.",
+            "links, PAX or GNU long-name records), any of these, or data-in-code (sites the "
+            "manifest records as left alone for want of evidence that they are code).",
         ),
     ] = None,
 ) -> None:
@@ -103,6 +104,9 @@ def _note(m: MemberReport) -> str:
     parts = [m.reason] if m.reason and m.cls is not Cls.PATCHED else []
     if m.unpatchable:
         parts.append(f"{m.unpatchable} unpatchable")
+    if m.data_in_code:
+        at = ", ".join(f"{d['address']:#x}" for d in m.data_in_code)
+        parts.append(f"{len(m.data_in_code)} data-in-code, left as they are ({at})")
     parts += [f"MISMATCH: {x}" for x in m.mismatches]
     parts += m.notes
     return "; ".join(p for p in parts if p)

@@ -19,7 +19,7 @@ from .bundle import Progress as ProgressFn
 from .console import print_json, stderr, user_errors, warn
 from .errors import UsageError, UserError
 from .fsutil import check_output
-from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
+from .options import AbiOpt, NoDataGuardOpt, NoForkPatchOpt, UnpatchableOpt
 from .plan import Plan, PlannedFile, build_plan
 from .resolve import resolve
 from .rewrite_job import FileResult, RewriteOptions
@@ -59,6 +59,7 @@ def pack(
     abi: AbiOpt = Abi.REDZONE,
     unpatchable: UnpatchableOpt = "fail",
     no_fork_patch: NoForkPatchOpt = False,
+    no_data_guard: NoDataGuardOpt = False,
     library_path: Annotated[
         str | None,
         typer.Option(
@@ -247,7 +248,7 @@ def pack(
         _pack_image(
             request,
             output,
-            RewriteOptions(abi, unpatchable, not no_fork_patch),
+            RewriteOptions(abi, unpatchable, not no_fork_patch, not no_data_guard),
             jobs=jobs,
             use_cache=not no_cache,
             json_out=json_out,
@@ -288,7 +289,7 @@ def pack(
     hooked = None if no_main_out else (main_out or out.parent / (inputs[0].name + ".hooked"))
     if hooked is not None:
         check_output(hooked)
-    options = RewriteOptions(abi, unpatchable, not no_fork_patch)
+    options = RewriteOptions(abi, unpatchable, not no_fork_patch, not no_data_guard)
     show = not quiet and not json_out
     with _progress(plan, enabled=show and sys.stderr.isatty()) as on_file:
         summary = write_bundle(
@@ -404,6 +405,10 @@ def _verbose_line(f: PlannedFile, r: FileResult) -> None:
     what = o["outcome"] + (f" ({o['reason']})" if o.get("reason") else "")
     if o["outcome"] == "patched":
         what += f", {o['sites']} sites"
+    what += "".join(f", {n}" for n in o.get("code_map_notes") or ())
+    if o.get("data_in_code"):
+        at = ", ".join(f"{d['address']:#x}" for d in o["data_in_code"])
+        what += f", {len(o['data_in_code'])} data-in-code left as they are ({at})"
     stderr.print(f"{f.source}: {what}{' [cached]' if r.cached else ''} -> {', '.join(f.paths)}")
 
 
@@ -437,6 +442,9 @@ def _print_summary(s: BundleSummary, plan: Plan, command: str) -> None:
         f"{s.seconds:.2f} s" + (f" ({s.cached} cached)" if s.cached else ""),
     )
     stderr.print(table)
+    for source, sites in s.data_in_code.items():
+        at = ", ".join(f"{d['address']:#x}" for d in sites)
+        stderr.print(f"data-in-code, left as they are: {source}: {at}", soft_wrap=True)
     if s.hooked:
         stderr.print(f"main binary: {s.hooked} (bundle path {plan.main_path})")
     stderr.print(f"run it under LiteBox with:\n  {command}", soft_wrap=True)

@@ -397,8 +397,9 @@ def judge(
         else:
             out[addr] = (
                 f"outside every FDE and function symbol; the {g.hi - g.lo:#x}-byte gap "
-                f"[{g.lo:#x}, {g.hi:#x}) around it is not entered by fall-through or a direct "
-                "branch from code, nor from an entry, PLT slot or relocation target in it"
+                f"[{g.lo:#x}, {g.hi:#x}) around it is not entered from code (fall-through, "
+                "direct branch, an address taken just before it), nor from an entry, PLT slot "
+                "or relocation target in it"
             )
     return Verdicts(cmap.kind, out, reached, unmapped)
 
