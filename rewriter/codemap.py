@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from iced_x86 import Code, Decoder, FlowControl, Register
+from iced_x86 import Code, Decoder, FlowControl, Instruction, OpKind, Register, RegisterExt
 
 from .elf import (
     SHT_DYNSYM,
@@ -56,6 +56,7 @@ PLT_SECTIONS = (".plt", ".plt.sec", ".plt.got", ".iplt")
 PLT_ENTRY = 16
 MIN_COVERAGE = 0.5  # below this share of a section's bytes, its map is too thin to judge by
 TAKEN_REACH = 8  # instructions walked straight on from an address that code takes
+WATCH = 6  # instructions after an address is taken in which a dereference marks it as data
 _LEA = frozenset((Code.LEA_R32_M, Code.LEA_R64_M))
 _MOV_IMM = frozenset((Code.MOV_R32_IMM32, Code.MOV_RM32_IMM32, Code.MOV_RM64_IMM32))
 # The sites themselves (syscall, int 0x80, call gs:[0x10]) do not end a straight run.
@@ -437,6 +438,26 @@ def _falls_into(cmap: CodeMap, g: _Gap) -> list[tuple[int, str]]:
     return out
 
 
+def _watch(
+    insn: Instruction,
+    watched: list[tuple[int, int, int, int, int]],
+    taken: list[tuple[int, int, int]],
+) -> list[tuple[int, int, int, int, int]]:
+    """One more instruction after each watched address: drop those it dereferences, keep
+    those whose watch ends."""
+    full = RegisterExt.full_register
+    used = {full(insn.memory_base), full(insn.memory_index)} if insn.op_count else set()
+    left = []
+    for reg, src, t, n, k in watched:
+        if reg in used:
+            continue
+        if k <= 1:
+            taken.append((src, t, n))
+        else:
+            left.append((reg, src, t, n, k - 1))
+    return left
+
+
 def _second_sweep(
     cmap: CodeMap, texts: Sequence[Section], data: bytes, bits: int, gaps: list[_Gap]
 ) -> None:
@@ -447,7 +468,8 @@ def _second_sweep(
     reached.
 
     An address taken is weaker evidence than a branch: a table's address is taken the same way.
-    So from a taken address only a short straight run of instructions is walked.
+    So an address that the next few instructions dereference does not count, and from one that
+    counts only a short straight run of instructions is walked.
     """
     lows = sorted((g.lo, g.hi, n) for n, g in enumerate(gaps))
     starts = [lo for lo, _, _ in lows]
@@ -460,9 +482,15 @@ def _second_sweep(
 
     branches: list[tuple[int, int, int]] = []  # (source, target, gap index)
     taken: list[tuple[int, int, int]] = []
+    # Addresses just taken, watched for a few instructions: (register, source, target, gap,
+    # instructions left). One dereferenced (the register as a memory base or index) is a data
+    # pointer, as a table's is; one that is not (stored, passed on) counts.
+    watched: list[tuple[int, int, int, int, int]] = []
     for sec in texts:
         dec = Decoder(bits, data[sec.offset : sec.offset + sec.size], ip=sec.addr)
         for insn in dec:
+            if watched:
+                watched = _watch(insn, watched, taken)
             t = insn.near_branch_target
             if t:
                 n = gap_of(t)
@@ -482,8 +510,11 @@ def _second_sweep(
             else:
                 continue
             n = gap_of(t)
-            if n >= 0:
-                taken.append((insn.ip, t, n))
+            if n >= 0 and insn.op0_kind == OpKind.REGISTER:
+                reg = RegisterExt.full_register(insn.op0_register)
+                watched.append((reg, insn.ip, t, n, WATCH))
+        taken += [(src, t, n) for _, src, t, n, _ in watched]
+        watched = []
     for src, t, n in taken:
         if cmap.covers(src):
             gaps[n].walk([(t, f"its address is taken by code at {src:#x}")], limit=TAKEN_REACH)
