@@ -199,10 +199,17 @@ class CodeMap:
         return max(found) if found else None
 
     def coverage(self, sec: Section) -> float:
-        """The share of ``sec`` that the FDEs or the function symbols describe."""
+        """The share of ``sec`` that the FDEs or the function symbols describe. A function
+        symbol without a size (crt's, hand-written assembly's) is taken to reach the next known
+        start here: that is no evidence for a site, but it tells a described file from one
+        whose map only knows a few functions."""
         lo, hi = sec.addr, sec.addr + sec.size
         best = max(self._fdes.share(lo, hi), self._syms.share(lo, hi))
-        return best / sec.size if sec.size else 0.0
+        sized = set(self._syms.lows)
+        known = sorted({a for a in (*self.sym_starts, *self._fdes.lows) if lo <= a < hi} | {hi})
+        unsized = {a for a in self.sym_starts if a not in sized}
+        best += sum(b - a for a, b in itertools.pairwise(known) if a in unsized)
+        return min(1.0, best / sec.size) if sec.size else 0.0
 
     def gap(self, addr: int, sec: Section) -> tuple[int, int]:
         """The uncovered interval holding the uncovered ``addr``, clipped to its section."""
