@@ -21,7 +21,8 @@ from rewriter import RewriteError, rewrite_elf
 from rewriter.codemap import judge
 from rewriter.elf import EM_386, EM_X86_64, ElfFile
 
-DIRS = ["/usr/bin", "/usr/sbin", "/usr/lib", "/usr/libexec", "/usr/lib32", "/lib32", "/usr/local", "/opt"]
+DIRS = ["/usr/bin", "/usr/sbin", "/usr/lib", "/usr/libexec", "/usr/lib32", "/lib32", "/usr/local"]
+DIRS += ["/opt"]
 
 
 def elf_files(dirs: list[str]) -> Iterator[str]:

@@ -104,11 +104,14 @@ main:
     .size main, .-main
 """
 
-TABLE = MAIN_CALLS.format(body="lea table(%rip), %rax\n    movzbl 1(%rax), %eax") + """
+TABLE = (
+    MAIN_CALLS.format(body="lea table(%rip), %rax\n    movzbl 1(%rax), %eax")
+    + """
     .p2align 4
 table:                      # data in .text: no FDE, no symbol type or size, never executed
     .byte 0x90, 0x0f, 0x05, 0x90, 0x11, 0x22, 0x33, 0x44
 """
+)
 
 HIDDEN = """
     .p2align 4
