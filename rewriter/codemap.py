@@ -27,11 +27,20 @@ import bisect
 import dataclasses
 import itertools
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from iced_x86 import Code, Decoder, FlowControl, Instruction, OpKind, Register, RegisterExt
+from iced_x86 import (
+    Code,
+    Decoder,
+    FlowControl,
+    Instruction,
+    Mnemonic,
+    OpKind,
+    Register,
+    RegisterExt,
+)
 
 from .elf import (
     SHT_DYNSYM,
@@ -59,6 +68,9 @@ TAKEN_REACH = 8  # instructions walked straight on from an address that code tak
 WATCH = 6  # instructions after an address is taken in which a dereference marks it as data
 _LEA = frozenset((Code.LEA_R32_M, Code.LEA_R64_M))
 _MOV_IMM = frozenset((Code.MOV_R32_IMM32, Code.MOV_RM32_IMM32, Code.MOV_RM64_IMM32))
+_WRITES_OP0 = frozenset(
+    (Mnemonic.MOV, Mnemonic.LEA, Mnemonic.POP, Mnemonic.MOVZX, Mnemonic.MOVSX, Mnemonic.MOVSXD)
+)
 # The sites themselves (syscall, int 0x80, call gs:[0x10]) do not end a straight run.
 _SITE_CODES = frozenset((Code.SYSCALL, Code.INT_IMM8, Code.CALL_RM32))
 # Control never falls through these to the next instruction.
@@ -189,6 +201,10 @@ class CodeMap:
         )
         self._fdes = _Intervals(self.fde_ranges, ordered=True)
         self._syms = _Intervals(self.sym_ranges)
+
+    @property
+    def fde_starts(self) -> list[int]:
+        return self._fdes.lows
 
     def covers(self, addr: int) -> bool:
         return addr in self._fdes or addr in self._syms
@@ -454,15 +470,34 @@ def _watch(
     those whose watch ends."""
     full = RegisterExt.full_register
     used = {full(insn.memory_base), full(insn.memory_index)} if insn.op_count else set()
+    # An instruction that only writes the register ends the watch: the address was not used.
+    written = (
+        full(insn.op0_register)
+        if insn.op0_kind == OpKind.REGISTER and insn.mnemonic in _WRITES_OP0
+        else None
+    )
     left = []
     for reg, src, t, n, k in watched:
         if reg in used:
             continue
-        if k <= 1:
+        if k <= 1 or reg == written:
             taken.append((src, t, n))
         else:
             left.append((reg, src, t, n, k - 1))
     return left
+
+
+def _pieces(cmap: CodeMap, texts: Sequence[Section]) -> Iterator[tuple[Section, int, int]]:
+    """Each text section cut at every known instruction start (FDE and function starts), so the
+    decode resynchronises there: a linear sweep that lost sync in data would miss the branches
+    and taken addresses of the code after it."""
+    starts = sorted({*cmap.sym_starts, *cmap.fde_starts})
+    for sec in texts:
+        lo, hi = sec.addr, sec.addr + sec.size
+        k, end = bisect.bisect_right(starts, lo), bisect.bisect_left(starts, hi)
+        cuts = [lo, *starts[k:end], hi]
+        for a, b in itertools.pairwise(cuts):
+            yield sec, a, b
 
 
 def _second_sweep(
@@ -493,9 +528,12 @@ def _second_sweep(
     # instructions left). One dereferenced (the register as a memory base or index) is a data
     # pointer, as a table's is; one that is not (stored, passed on) counts.
     watched: list[tuple[int, int, int, int, int]] = []
-    for sec in texts:
-        dec = Decoder(bits, data[sec.offset : sec.offset + sec.size], ip=sec.addr)
-        for insn in dec:
+    for sec, start, stop in _pieces(cmap, texts):
+        base = sec.offset - sec.addr
+        end = min(stop + 15, sec.addr + sec.size)
+        for insn in Decoder(bits, data[start + base : end + base], ip=start):
+            if insn.ip >= stop:
+                break
             if watched:
                 watched = _watch(insn, watched, taken)
             t = insn.near_branch_target
