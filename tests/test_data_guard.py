@@ -8,6 +8,7 @@ the rewriter used to write bytes that are not code.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -251,3 +252,21 @@ def test_i386_overlapping_windows_are_refused() -> None:
     assert len(windows) == 2 and windows[0][1] <= windows[1][0]
     assert [s.strategy for s in res.sites] == [Strategy.AFTER, Strategy.AFTER]
     assert res.warnings == ()
+
+
+def test_rewrite_command_reports_data_in_code(tmp_path: Path) -> None:
+    from tests.test_cli_rewrite import cli
+
+    out = tmp_path / "libcrypto.hooked"
+    res = cli("rewrite", LIBCRYPTO, "-o", out)
+    assert res.returncode == 0, res.stderr
+    assert "1 data-in-code site(s) left as they are" in res.stdout
+    assert out.read_bytes()[: LIBCRYPTO.stat().st_size] == LIBCRYPTO.read_bytes()
+    doc = json.loads(cli("rewrite", LIBCRYPTO, "-o", out, "--json").stdout)
+    site = read_elf(LIBCRYPTO.read_bytes()).vaddr_of(CRYPTO_TABLE_SITE)
+    assert [d["address"] for d in doc["data_in_code"]] == [site]
+    assert doc["outcome"] == "checked-nothing-to-patch" and doc["code_map"] == "eh_frame+symbols"
+    res = cli("rewrite", LIBCRYPTO, "-o", out, "--no-data-guard", "--json")
+    doc = json.loads(res.stdout)
+    assert doc["outcome"] == "patched" and doc["data_in_code"] == []
+    assert doc["code_map"] == "off" and doc["sites_patched"] == 1
