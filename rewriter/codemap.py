@@ -248,7 +248,10 @@ class CodeMap:
         out = {elf.entry, *self.sym_starts}
         word = "<Q" if elf.is64 else "<I"
         wsize = struct.calcsize(word)
-        dyn = dict(elf.dynamic_entries or ())
+        try:
+            dyn = dict(elf.dynamic_entries or ())
+        except ElfError:
+            dyn = {}  # a broken dynamic table gives no entries; the rewrite reports it elsewhere
         out.update(dyn[t] for t in (DT_INIT, DT_FINI) if t in dyn)
         for arr, size in (
             (DT_INIT_ARRAY, DT_INIT_ARRAYSZ),

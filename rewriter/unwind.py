@@ -140,7 +140,15 @@ def _fde_range(r: _Reader, at: int, cies: dict[int, int]) -> tuple[int, int] | N
 
 
 def fde_ranges(elf: ElfFile) -> list[tuple[int, int]] | None:
-    """Every FDE's [start, end), sorted; None when the file has no ``.eh_frame``."""
+    """Every FDE's [start, end), sorted; None when the file has no ``.eh_frame``. Raises
+    ValueError, and only that, for tables that do not parse."""
+    try:
+        return _fde_ranges(elf)
+    except (IndexError, struct.error) as e:
+        raise ValueError(f".eh_frame does not parse: {e}") from None
+
+
+def _fde_ranges(elf: ElfFile) -> list[tuple[int, int]] | None:
     secs = {s.name: s for s in elf.sections}
     frame = secs.get(".eh_frame")
     if frame is None or frame.size == 0:

@@ -13,10 +13,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from iced_x86 import Code, Decoder
 from keystone import KS_ARCH_X86, KS_MODE_32, Ks
 
-from rewriter import Outcome, Strategy, rewrite_elf
+from rewriter import Outcome, RewriteError, Strategy, rewrite_elf
 from rewriter.codemap import judge
 from rewriter.elf import ElfFile
 from rewriter.sweep import CHUNK
@@ -270,3 +272,30 @@ def test_rewrite_command_reports_data_in_code(tmp_path: Path) -> None:
     doc = json.loads(res.stdout)
     assert doc["outcome"] == "patched" and doc["data_in_code"] == []
     assert doc["code_map"] == "off" and doc["sites_patched"] == 1
+
+
+def _section(data: bytes, name: str):  # type: ignore[no-untyped-def]
+    return next(s for s in ElfFile(data).sections if s.name == name)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from([".eh_frame", ".eh_frame_hdr", ".dynsym", ".rela.dyn", ".dynamic"]),
+    at=st.integers(0, 1 << 16),
+    junk=st.binary(min_size=1, max_size=24),
+)
+def test_corrupt_evidence_never_crashes_the_guard(name: str, at: int, junk: bytes) -> None:
+    """Bad tables are no evidence (or a one-line RewriteError), never a traceback."""
+    data = bytearray(LIBC_BYTES)
+    sec = _section(LIBC_BYTES, name)
+    off = sec.offset + at % sec.size
+    data[off : off + len(junk)] = junk
+    try:
+        res = rewrite_elf(bytes(data), unpatchable="keep")
+    except RewriteError as e:
+        assert "\n" not in str(e)
+        return
+    assert res.outcome in (Outcome.PATCHED, Outcome.MARKER)
+
+
+LIBC_BYTES = (LIB / "libc.so.6").read_bytes()
