@@ -76,6 +76,8 @@ def examine(path: str) -> tuple[str, str, int, list[str]]:
     if sorted(d.address for d in guarded.data_in_code) != sorted(verdicts.data_in_code):
         lines.append("  MISMATCH: the rewriter's outcome differs from this classification")
     state = "no-map" if verdicts.code_map == "none" or verdicts.unmapped else "ok"
+    if verdicts.code_map == "none":
+        lines.append("  no code map: every site patched")
     if verdicts.unmapped:
         lines.append(f"  no code map for {', '.join(verdicts.unmapped)}: every site there patched")
     return path, state, len(plain.sites), lines

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
+import operator
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ PLT_ENTRY = 16
 MIN_COVERAGE = 0.5  # below this share of a section's bytes, its map is too thin to judge by
 TAKEN_REACH = 8  # instructions walked straight on from an address that code takes
 WATCH = 6  # instructions after an address is taken in which a dereference marks it as data
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+_FUNC_TYPES = frozenset((STT_FUNC, STT_GNU_IFUNC))
 _LEA = frozenset((Code.LEA_R32_M, Code.LEA_R64_M))
 _MOV_IMM = frozenset((Code.MOV_R32_IMM32, Code.MOV_RM32_IMM32, Code.MOV_RM64_IMM32))
 _WRITES_OP0 = frozenset(
@@ -136,15 +139,11 @@ def _symbol_facts(elf: ElfFile) -> tuple[list[tuple[int, int]], list[int]]:
             rows = (
                 struct.unpack_from(fmt, elf.data, t.offset + i * t.entsize) for i in range(count)
             )
-        for row in rows:
-            if elf.is64:
-                _, info, _, shndx, value, size = row
-            else:
-                _, value, size, info, _, shndx = row
-            if info & 0xF in (STT_FUNC, STT_GNU_IFUNC) and shndx != 0 and value:
-                starts.append(value)
-                if size:
-                    ranges.append((value, value + size))
+        if not elf.is64:  # same field order as ELF64's: (name, info, other, shndx, value, size)
+            rows = ((n, i, o, x, v, z) for n, v, z, i, o, x in rows)
+        funcs = [(v, z) for _, i, _, x, v, z in rows if i & 0xF in _FUNC_TYPES and x and v]
+        starts += [v for v, _ in funcs]
+        ranges += [(v, v + z) for v, z in funcs if z]
     return ranges, starts
 
 
@@ -155,9 +154,9 @@ class _Intervals:
     def __init__(self, ranges: list[tuple[int, int]], ordered: bool = False) -> None:
         if not ordered:
             ranges.sort()
-        self.lows = [lo for lo, _ in ranges]
-        self.ends = [hi for _, hi in ranges]
-        self.reach = list(itertools.accumulate((hi for _, hi in ranges), max))
+        self.lows = list(map(_FIRST, ranges))
+        self.ends = list(map(_SECOND, ranges))
+        self.reach = list(itertools.accumulate(self.ends, max))
 
     def __contains__(self, addr: int) -> bool:
         k = bisect.bisect_right(self.lows, addr) - 1
@@ -206,6 +205,14 @@ class CodeMap:
     def fde_starts(self) -> list[int]:
         return self._fdes.lows
 
+    @property
+    def fde_intervals(self) -> _Intervals:
+        return self._fdes
+
+    @property
+    def sym_intervals(self) -> _Intervals:
+        return self._syms
+
     def covers(self, addr: int) -> bool:
         return addr in self._fdes or addr in self._syms
 
@@ -221,6 +228,8 @@ class CodeMap:
         whose map only knows a few functions."""
         lo, hi = sec.addr, sec.addr + sec.size
         best = max(self._fdes.share(lo, hi), self._syms.share(lo, hi))
+        if best >= MIN_COVERAGE * sec.size:
+            return best / sec.size  # enough already: spare the sort below
         sized = set(self._syms.lows)
         known = sorted({a for a in (*self.sym_starts, *self._fdes.lows) if lo <= a < hi} | {hi})
         unsized = {a for a in self.sym_starts if a not in sized}
@@ -386,8 +395,8 @@ def judge(
     cmap = CodeMap(elf, texts)
     if not cmap.kind:
         return Verdicts("none")
-    covers = cmap.covers
-    uncovered = [(sec, addr) for sec, addr in sites if not covers(addr)]
+    fdes, syms = cmap.fde_intervals, cmap.sym_intervals
+    uncovered = [(sec, addr) for sec, addr in sites if addr not in fdes and addr not in syms]
     if not uncovered:
         return Verdicts(cmap.kind)
     mapped: dict[str, bool] = {}
