@@ -68,18 +68,11 @@ class BundleSummary:
                     for src, addrs in self.unpatchable
                 ],
             },
-            "data_in_code": {
-                "sites": sum(len(s) for s in self.data_in_code.values()),
-                "files": [
-                    {
-                        "source": src,
-                        "sites": [
-                            {"address": f"{d['address']:#x}", "why": d["why"]} for d in sites
-                        ],
-                    }
-                    for src, sites in self.data_in_code.items()
-                ],
-            },
+            "data_in_code": [
+                {"source": src, **site}
+                for src, sites in self.data_in_code.items()
+                for site in sites
+            ],
         }
 
 
