@@ -26,17 +26,25 @@ def ecdsa(build_sample: Callable[..., Path]) -> Path:
     return build_sample("ecdsa_p256.c", "dynamic", ["-lcrypto"])
 
 
-def pack(tmp_path: Path, name: str, programs: list[str], *opts: str) -> Path:
+def pack(tmp_path: Path, name: str, programs: list[str], *opts: str) -> tuple[Path, list[str]]:
+    """The bundle, and the lines of pack's summary."""
     tar = tmp_path / f"{name}.tar"
-    made = cli(["pack", *programs, "-o", str(tar), "--no-main-out", "-q", *opts], tmp_path)
+    made = cli(["pack", *programs, "-o", str(tar), "--no-main-out", *opts], tmp_path)
     assert made.status == 0, made
-    return tar
+    return tar, made.stderr.decode().splitlines()
 
 
 @pytest.mark.parametrize("abi", ABIS)
 def test_ecdsa_p256_under_run_never_fails(abi: str, ecdsa: Path, tmp_path: Path) -> None:
     assert native([str(ecdsa), str(ROUNDS)], tmp_path).stdout == b"failures 0 of 1000\n"
-    tar = pack(tmp_path, "ecdsa", [str(ecdsa)], "--abi", abi)
+    tar, summary = pack(tmp_path, "ecdsa", [str(ecdsa)], "--abi", abi)
+    # The summary says what was left alone, and where.
+    assert [ln.split() for ln in summary if ln.startswith("data-in-code ")] == [
+        ["data-in-code", "1"]
+    ]
+    assert "data-in-code, left as they are: /usr/lib/x86_64-linux-gnu/libcrypto.so.3 " in "\n".join(
+        summary
+    )
     audit = cli(["audit", str(tar), "--fail-on", "data-in-code"], tmp_path)
     assert audit.status == 3 and b"data-in-code 1" in audit.stdout, audit
     got, rep = under_run(tar, [str(ecdsa), str(ROUNDS)], tmp_path)
@@ -47,7 +55,7 @@ def test_ecdsa_p256_under_run_never_fails(abi: str, ecdsa: Path, tmp_path: Path)
 def test_ecdsa_p256_fails_when_the_table_is_patched(ecdsa: Path, tmp_path: Path) -> None:
     """The negative control: upstream's behaviour corrupts the table (a few percent of the
     rounds fail; 1,000 rounds make a run without failures vanishingly unlikely)."""
-    tar = pack(tmp_path, "ecdsa-unguarded", [str(ecdsa)], "--no-data-guard")
+    tar, _ = pack(tmp_path, "ecdsa-unguarded", [str(ecdsa)], "--no-data-guard")
     audit = cli(["audit", str(tar), "--fail-on", "data-in-code"], tmp_path)
     assert audit.status == 0 and b"data-in-code 0" in audit.stdout, audit
     got, _ = under_run(tar, [str(ecdsa), str(ROUNDS)], tmp_path)
@@ -68,7 +76,7 @@ def test_openssl_dgst_p256_sign_and_verify_under_run(tmp_path: Path) -> None:
         sign_one = [OPENSSL, "dgst", "-sha256", "-sign", str(key), "-out", str(data / f"sig{i}")]
         subprocess.run([*sign_one, str(data / f"msg{i}")], check=True, timeout=60)
     tools = [OPENSSL, "/bin/sh", "/usr/bin/seq", "/usr/bin/base64"]
-    tar = pack(tmp_path, "openssl", tools, "--include", f"{data}:data")
+    tar, _ = pack(tmp_path, "openssl", tools, "--include", f"{data}:data")
     loop = f"for i in $(/usr/bin/seq 0 {SIGNS - 1}); do "
     # Signing under run; every signature checked natively.
     sign = loop + (f"{OPENSSL} dgst -sha256 -sign /data/key.pem /data/msg$i "
