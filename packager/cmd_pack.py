@@ -540,7 +540,8 @@ def _print_summary(s: BundleSummary, plan: Plan, command: str) -> None:
     table.add_row("sites", str(s.sites))
     if s.policy != "fail":
         table.add_row(left, str(s.unpatchable_sites))
-    table.add_row("data-in-code", str(sum(len(d) for d in s.data_in_code.values())))
+    if s.data_in_code:
+        table.add_row("data-in-code", str(sum(len(d) for d in s.data_in_code.values())))
     table.add_row("size", f"{s.size / 1048576:.1f} MiB")
     table.add_row("time", f"{s.seconds:.2f} s" + (f" ({s.cached} cached)" if s.cached else ""))
     stderr.print(s.output, markup=False, soft_wrap=True)
