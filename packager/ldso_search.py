@@ -74,6 +74,22 @@ class Miss(Enum):
     OTHER_ARCH = "another class or machine"
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One place a failed search looked (like libtree's report): a directory's candidate (its
+    hwcap subdirectories included), the ld.so.cache entry, a path; and what was there."""
+
+    path: str
+    rule: str
+    result: str  # "absent", "another ELF class or machine", "no entry", ...
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "rule": self.rule, "result": self.result}
+
+
+OTHER_ARCH_RESULT = "another ELF class or machine (skipped)"
+
+
 class Searcher:
     """Answers "which file does ld.so open for this name, asked by this object?"."""
 
@@ -155,19 +171,37 @@ class Searcher:
         return result
 
     def try_dirs(
-        self, name: str, dirs: Sequence[str], rule: str, model: LoaderModel, skipped: list[bool]
+        self,
+        name: str,
+        dirs: Sequence[str],
+        rule: str,
+        model: LoaderModel,
+        skipped: list[bool],
+        tried: list[Attempt] | None = None,
     ) -> Found | str | None:
         # open_path: each directory in order, and in each its hwcap subdirectories best first,
         # then the directory itself; the first usable file wins.
         for d in dirs:
+            other = ""  # the first candidate of another class or machine, for the report
             for sub in model.subdirs:
-                got = self.probe(self.absolute(d + sub + name), model)
+                cand = self.absolute(d + sub + name)
+                got = self.probe(cand, model)
                 if isinstance(got, Miss):
-                    skipped[0] |= got is Miss.OTHER_ARCH
+                    if got is Miss.OTHER_ARCH:
+                        skipped[0] = True
+                        other = other or cand
                     continue
                 if isinstance(got, str):
+                    if tried is not None:
+                        tried.append(Attempt(cand, rule, "refused"))
                     return got
                 return got.ruled(f"{rule} ({sub.rstrip('/')})" if sub else rule)
+            if tried is not None:
+                tried.append(
+                    Attempt(other, rule, OTHER_ARCH_RESULT)
+                    if other
+                    else Attempt(self.absolute(d + name), rule, "absent")
+                )
         return None
 
     def search_path(
@@ -206,27 +240,46 @@ class Searcher:
         return obj.rpath_dirs
 
     def search(
-        self, name: str, req: LoadedObject, main: LoadedObject, model: LoaderModel
+        self,
+        name: str,
+        req: LoadedObject,
+        main: LoadedObject,
+        model: LoaderModel,
+        tried: list[Attempt] | None = None,
     ) -> Found | str:
-        """Where ld.so finds ``name`` for ``req``, or why it does not."""
+        """Where ld.so finds ``name`` for ``req``, or why it does not.
+
+        ``tried``, when given, receives every place looked at (asked for after a failed search
+        only: the probes are memoised, so the second pass costs little).
+        """
         # A name with a slash is opened as it is, no search at all.
         if "/" in name:
-            got = self.probe(self.absolute(name), model)
+            path = self.absolute(name)
+            got = self.probe(path, model)
             if isinstance(got, Found):
                 return got.ruled("path in DT_NEEDED")
+            if tried is not None:
+                result = OTHER_ARCH_RESULT if got is Miss.OTHER_ARCH else "absent"
+                tried.append(Attempt(path, "path in DT_NEEDED", result))
             return got if isinstance(got, str) else "not found"
         skipped = [False]
         for dirs, rule in self.search_path(req, main, model):
-            if (found := self.try_dirs(name, dirs, rule, model, skipped)) is not None:
+            if (found := self.try_dirs(name, dirs, rule, model, skipped, tried)) is not None:
                 return found
         # /etc/ld.so.cache: one entry at most (the best for this CPU), whose file is verified
         # like any other candidate.
-        if self.use_ld_cache and (cache := self.ldcache()) is not None:
-            entry = cache.lookup(name, model.cache)
+        if self.use_ld_cache:
+            cache = self.ldcache()
+            entry = cache.lookup(name, model.cache) if cache is not None else None
+            if entry is None:
+                if tried is not None:
+                    result = "no entry" if cache is not None else "no usable cache"
+                    tried.append(Attempt(DEFAULT_CACHE, "ld.so.cache", result))
             # With DF_1_NODEFLIB, entries under a default directory are ignored (by prefix).
-            if entry is not None and not (
-                req.nodeflib and entry.value.startswith(model.system_dirs)
-            ):
+            elif req.nodeflib and entry.value.startswith(model.system_dirs):
+                if tried is not None:
+                    tried.append(Attempt(entry.value, "ld.so.cache", "ignored (DF_1_NODEFLIB)"))
+            else:
                 got = self.probe(self.absolute(entry.value), model)
                 if isinstance(got, str):
                     return got
@@ -234,11 +287,19 @@ class Searcher:
                     sub = entry.hwcaps_subdir
                     return got.ruled("ld.so.cache" + (f" (glibc-hwcaps/{sub})" if sub else ""))
                 skipped[0] |= got is Miss.OTHER_ARCH
+                if tried is not None:
+                    result = OTHER_ARCH_RESULT if got is Miss.OTHER_ARCH else "absent"
+                    tried.append(Attempt(entry.value, "ld.so.cache", result))
         # The compiled-in default directories, unless the requesting object has DF_1_NODEFLIB.
         if not req.nodeflib:
-            found = self.try_dirs(name, model.system_dirs, "default directory", model, skipped)
+            found = self.try_dirs(
+                name, model.system_dirs, "default directory", model, skipped, tried
+            )
             if found is not None:
                 return found
+        elif tried is not None:
+            for d in model.system_dirs:
+                tried.append(Attempt(d + name, "default directory", "skipped (DF_1_NODEFLIB)"))
         if skipped[0]:
             return "not found (a file of another ELF class or machine was skipped)"
         return "not found"

@@ -43,7 +43,7 @@ from __future__ import annotations
 import os
 import stat
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,7 @@ from rewriter.elf import EM_386, EM_X86_64, MACHINE_NAMES
 from .elf_facts import BadObject, Facts, built_for_lib32, read_facts, read_head
 from .errors import UserError
 from .ldso_model import CpuInfo, LoaderModel, loader_model
-from .ldso_search import LoadedObject, Searcher
+from .ldso_search import Attempt, LoadedObject, Searcher
 from .targetfs import TargetFs, confined_realpath
 
 # Re-exported: callers and tests name them through this module.
@@ -132,6 +132,7 @@ class Closure:
     libraries: list[Library]
     missing: list[tuple[str, str]]  # (name, needed_by)
     reasons: dict[tuple[str, str], str] = field(default_factory=dict)  # when not "not found"
+    tried: dict[tuple[str, str], list[Attempt]] = field(default_factory=dict)  # where searched
     by_input: list[InputClosure] = field(default_factory=list)  # parallel to ``inputs``
     bits: int | None = None  # ELF class of the programs (None when no input is an ELF program)
 
@@ -149,10 +150,22 @@ class Closure:
             "inputs": [lib.to_json() for lib in self.inputs],
             "libraries": [lib.to_json() for lib in self.libraries],
             "missing": [
-                {"name": name, "needed_by": by, "reason": self.reasons.get((name, by), "not found")}
+                {
+                    "name": name,
+                    "needed_by": by,
+                    "reason": self.reasons.get((name, by), "not found"),
+                    "tried": [a.to_json() for a in self.tried.get((name, by), [])],
+                }
                 for name, by in self.missing
             ],
         }
+
+    def explain_missing(self) -> Iterator[str]:
+        """Per missing library: a line naming it, then one per place the search looked."""
+        for name, by in self.missing:
+            yield f"{name} (needed by {by}): {self.reasons.get((name, by), 'not found')}"
+            for a in self.tried.get((name, by), []):
+                yield f"  tried {a.path} [{a.rule}]: {a.result}"
 
 
 # -- the walk --------------------------------------------------------------------------------
@@ -190,6 +203,7 @@ class _Walker:
         self.libs: dict[str, _Rec] = {}
         self.missing: list[tuple[str, str]] = []
         self.reasons: dict[tuple[str, str], str] = {}
+        self.tried: dict[tuple[str, str], list[Attempt]] = {}
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -206,7 +220,13 @@ class _Walker:
         elif path != rec.path and path not in rec.aliases:
             rec.aliases.append(path)
 
-    def miss(self, name: str, needed_by: str, reason: str | None = None) -> None:
+    def miss(
+        self,
+        name: str,
+        needed_by: str,
+        reason: str | None = None,
+        tried: Sequence[Attempt] = (),
+    ) -> None:
         key = (name, needed_by)
         if key not in self.by_input[-1].missing:
             self.by_input[-1].missing.append(key)
@@ -214,6 +234,8 @@ class _Walker:
             self.missing.append(key)
             if reason:
                 self.reasons[key] = reason
+            if tried:
+                self.tried[key] = list(tried)
 
     def model_for(self, tpath: str, facts: Facts, interp_host: str | None) -> LoaderModel:
         if (facts.bits, facts.machine) not in ((64, EM_X86_64), (32, EM_386)):
@@ -301,18 +323,21 @@ class _Walker:
             if "/" in name:
                 self.run_interpreter(name, self.absolute(name), "#! interpreter", tpath, depth)
                 return
+            rule = "#! interpreter (env PATH)"
             for d in DEFAULT_PATH:
                 cand = f"{d}/{name}"
                 hit = self.fs.lookup(cand)
                 if hit and stat.S_ISREG(hit[1].st_mode) and hit[1].st_mode & 0o111:
-                    self.run_interpreter(name, cand, "#! interpreter (env PATH)", tpath, depth)
+                    self.run_interpreter(name, cand, rule, tpath, depth)
                     return
-            self.miss(name, tpath, "not found in PATH " + ":".join(DEFAULT_PATH))
+            tried = [Attempt(f"{d}/{name}", rule, "absent") for d in DEFAULT_PATH]
+            self.miss(name, tpath, "not found in PATH " + ":".join(DEFAULT_PATH), tried)
 
     def run_interpreter(self, name: str, ipath: str, rule: str, by: str, depth: int) -> bool:
         hit = self.fs.lookup(ipath)
         if hit is None or not stat.S_ISREG(hit[1].st_mode):
-            self.miss(name, by)
+            result = "absent" if hit is None else "not a regular file"
+            self.miss(name, by, None, [Attempt(ipath, rule, result)])
             return False
         real, st = hit
         self.record(name, ipath, real, rule, by)
@@ -346,7 +371,7 @@ class _Walker:
         if facts.interpreter:
             ipath = self.absolute(facts.interpreter)
             if interp_hit is None:
-                self.miss(facts.interpreter, tpath)
+                self.miss(facts.interpreter, tpath, None, [Attempt(ipath, "interpreter", "absent")])
             else:
                 ireal, ist = interp_hit
                 try:
@@ -393,7 +418,9 @@ class _Walker:
     ) -> LoadedObject | None:
         found = self.ld.search(name, req, main, model)
         if isinstance(found, str):
-            self.miss(raw, req.path, found if found != "not found" else None)
+            tried: list[Attempt] = []
+            self.ld.search(name, req, main, model, tried)  # again, noting each place looked at
+            self.miss(raw, req.path, found if found != "not found" else None, tried)
             return None
         for o in loaded:
             if o.identity == found.identity:
@@ -421,6 +448,7 @@ class _Walker:
             libraries=[rec.freeze() for rec in self.libs.values()],
             missing=list(self.missing),
             reasons=dict(self.reasons),
+            tried=dict(self.tried),
             by_input=list(self.by_input),
             bits=self.model.bits if self.model is not None else None,
         )
