@@ -277,9 +277,7 @@ def pack(
         warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
     dirs = [d for d in (library_path or "").split(":") if d]
     closure = resolve([str(p) for p in inputs], root=str(root) if root else None, library_path=dirs)
-    for line in closure.explain_missing():  # where each missing library was looked for
-        print(f"litebox-pack: {line}", file=sys.stderr)
-    closure.raise_if_missing()
+    closure.raise_if_missing(explain=True)
     plan = build_plan(
         closure,
         host_root=str(root) if root else None,

@@ -53,6 +53,26 @@ class Plan:
         return [p for f in self.files for p in f.paths]
 
 
+def litebox_lookup_path(path: str) -> str:
+    """The path LiteBox looks up when the loader asks for ``path``.
+
+    tar_ro and the layered file system normalise every path lexically before the lookup (empty
+    and "." components dropped, ".." removing the component before it; litebox/src/path.rs,
+    ``normalized``), and a tar holds no symlinks that ".." could cross. So a library found
+    through ``$ORIGIN/../lib`` is stored at ``.../lib/NAME``. A ".." above the root is kept, as
+    LiteBox keeps it (such a path cannot be stored, and tar_path says so).
+    """
+    out: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == ".." and out and out[-1] != "..":
+            out.pop()
+        else:
+            out.append(part)
+    return ("/" if path.startswith("/") else "") + "/".join(out)
+
+
 def _reason(lib: Library) -> dict[str, Any]:
     if lib.rule == "input":
         return {"kind": "input"}
@@ -80,7 +100,7 @@ def build_plan(
     for lib in [*closure.inputs, *closure.libraries]:
         f = plan.file_for(lib.realpath)
         for path in (lib.path, *lib.aliases):
-            f.add(path, _reason(lib))
+            f.add(litebox_lookup_path(path), _reason(lib))
         if plan.main is None:
             plan.main, plan.main_path = f, lib.path
     for spec in includes:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import os
 import stat
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,13 +107,37 @@ class Library:
 
 
 class MissingLibrariesError(UserError):
-    """Some libraries cannot be found; the message lists each with the object needing it."""
+    """Some libraries cannot be found; the message lists each with the object needing it, and
+    with ``tried`` also every place the search looked (still one line)."""
 
-    def __init__(self, missing: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        missing: Sequence[tuple[str, str]],
+        tried: dict[tuple[str, str], list[Attempt]] | None = None,
+    ) -> None:
         self.missing = tuple(missing)
-        listed = ", ".join(f"{name} (needed by {by})" for name, by in self.missing)
+        listed = ", ".join(
+            f"{name} (needed by {by}{_tried_summary(tried.get((name, by), []) if tried else [])})"
+            for name, by in self.missing
+        )
         n = len(self.missing)
         super().__init__(f"{n} missing librar{'y' if n == 1 else 'ies'}: {listed}")
+
+
+def _tried_summary(tried: Sequence[Attempt]) -> str:
+    """``; tried RULE PATH PATH: RESULT, ...``: consecutive places with one rule and result
+    grouped; "absent" is not repeated."""
+    groups: list[tuple[str, list[str], str]] = []
+    for a in tried:
+        if groups and groups[-1][0] == a.rule and groups[-1][2] == a.result:
+            groups[-1][1].append(a.path)
+        else:
+            groups.append((a.rule, [a.path], a.result))
+    shown = [
+        f"{rule} {' '.join(paths)}" + ("" if result == "absent" else f": {result}")
+        for rule, paths, result in groups
+    ]
+    return "; tried " + ", ".join(shown) if shown else ""
 
 
 @dataclass
@@ -136,9 +160,10 @@ class Closure:
     by_input: list[InputClosure] = field(default_factory=list)  # parallel to ``inputs``
     bits: int | None = None  # ELF class of the programs (None when no input is an ELF program)
 
-    def raise_if_missing(self) -> None:
+    def raise_if_missing(self, *, explain: bool = False) -> None:
+        """Raise MissingLibrariesError; ``explain`` adds the places each search looked."""
         if self.missing:
-            raise MissingLibrariesError(self.missing)
+            raise MissingLibrariesError(self.missing, self.tried if explain else None)
 
     @property
     def realpaths(self) -> set[str]:
@@ -159,13 +184,6 @@ class Closure:
                 for name, by in self.missing
             ],
         }
-
-    def explain_missing(self) -> Iterator[str]:
-        """Per missing library: a line naming it, then one per place the search looked."""
-        for name, by in self.missing:
-            yield f"{name} (needed by {by}): {self.reasons.get((name, by), 'not found')}"
-            for a in self.tried.get((name, by), []):
-                yield f"  tried {a.path} [{a.rule}]: {a.result}"
 
 
 # -- the walk --------------------------------------------------------------------------------

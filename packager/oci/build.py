@@ -21,7 +21,7 @@ from typing import Any
 
 from ..console import warn
 from ..errors import UsageError, UserError
-from ..plan import MANIFEST_PATH, Plan, build_plan
+from ..plan import MANIFEST_PATH, Plan, build_plan, litebox_lookup_path
 from ..resolve import DEFAULT_PATH, Closure, confined_realpath, resolve
 from .auth import Credentials, from_docker_config
 from .findings import Findings
@@ -260,12 +260,12 @@ def _closure_plan(root: str, config: dict[str, Any]) -> Plan:
             )
     program = _find_program(root, argv[0], config)
     closure = resolve([SHELL, program], root=root)
-    closure.raise_if_missing()
+    closure.raise_if_missing(explain=True)
     plan = Plan()
     for lib, reason in _closure_members(closure, program):
         f = plan.file_for(f"{ROOTFS}/{os.path.relpath(lib.realpath, root)}")
         for path in (lib.path, *lib.aliases):
-            f.add(path, reason)
+            f.add(litebox_lookup_path(path), reason)
     cache = confined_realpath(root, "/etc/ld.so.cache")
     if os.path.isfile(cache):
         f = plan.file_for(f"{ROOTFS}/{os.path.relpath(cache, root)}")
