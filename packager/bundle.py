@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__
 from .cache import cache_root
+from .cache_limit import auto_prune
 from .fsutil import atomic_output
 from .plan import MANIFEST_PATH, Plan, PlannedFile
 from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, run_job
@@ -185,6 +186,8 @@ def write_bundle(
         text = json.dumps(manifest, indent=1, sort_keys=True)
         tar.add(MANIFEST_PATH, text.encode() + b"\n", 0o644)
         summary.entries = tar.entries
+    if use_cache:
+        auto_prune(cache_root())  # keep the cache under its cap (cache_limit.py)
     summary.files = len(plan.files)
     summary.size = os.path.getsize(output)
     summary.seconds = time.monotonic() - start

@@ -7,6 +7,7 @@ Entries are written to a temporary name and renamed, so two packagers may share 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -65,6 +66,8 @@ class RewriteCache:
             return None
         if digest != meta.get("sha256_out"):
             return None  # a torn or tampered entry is a miss, never a wrong answer
+        with contextlib.suppress(OSError):
+            os.utime(meta_path)  # a hit is a use: pruning removes the least recently used
         return data_path, meta
 
     def put(self, key: str, data: bytes, meta: dict[str, Any]) -> Path | None:

@@ -24,6 +24,7 @@ COMMANDS = {
     "deps": "cmd_deps",
     "audit": "cmd_audit",
     "run": "cmd_run",
+    "cache": "cmd_cache",
 }
 HELP = (
     "Prepare Linux programs for LiteBox: resolve their libraries, rewrite every syscall into a "
