@@ -22,6 +22,7 @@ from .cache_limit import auto_prune
 from .fsutil import atomic_output
 from .plan import MANIFEST_PATH, Plan, PlannedFile
 from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, run_job
+from .sbom import SBOM_PATH, build_sbom
 from .tarball import UstarWriter, validate_paths
 
 Progress = Callable[[PlannedFile, FileResult], None]
@@ -139,10 +140,16 @@ def write_bundle(
     use_cache: bool,
     extra: Sequence[tuple[str, bytes, int]] = (),
     progress: Progress | None = None,
+    packages_root: str | None = None,
+    subject: str = "",
 ) -> BundleSummary:
-    """Write the tar and the main binary beside it, both atomically; return what was done."""
+    """Write the tar and the main binary beside it, both atomically; return what was done.
+
+    ``packages_root``: the tree whose package databases say which package provides each source
+    (for the SBOM; None: none is read). ``subject`` names the bundle in the SBOM.
+    """
     start = time.monotonic()
-    validate_paths([*plan.tar_paths(), *(p for p, _, _ in extra), MANIFEST_PATH])
+    validate_paths([*plan.tar_paths(), *(p for p, _, _ in extra), SBOM_PATH, MANIFEST_PATH])
     summary = BundleSummary(str(output), str(hooked) if hooked else None)
     entries: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
@@ -175,6 +182,9 @@ def write_bundle(
             entries.append(
                 _entry([path], None, mode, digest, digest, generated, [{"kind": "generated"}])
             )
+        # Like the manifest, the SBOM describes the files and is not one of them.
+        sbom = build_sbom(subject or plan.main_path or "bundle", entries, packages_root)
+        tar.add(SBOM_PATH, sbom, 0o644)
         manifest = {
             "tool": "litebox-pack",
             "version": __version__,

@@ -138,4 +138,12 @@ def _print_text(report: AuditReport) -> None:
         console.print(f"skipped (not regular files): {listing}", markup=False, soft_wrap=True)
     for p in report.problems:
         console.print(f"problem: {p}", markup=False, soft_wrap=True)
+    for pkg in report.packages or []:  # from the bundle's SBOM
+        n = len(pkg["files"])
+        owner = (
+            f"package {pkg['name']} {pkg['version']} ({pkg['purl']})"
+            if pkg["purl"]
+            else "no package"
+        )
+        console.print(f"{owner}: {n} file(s)", markup=False, soft_wrap=True)
     console.print(report.summary_line(), markup=False, soft_wrap=True)

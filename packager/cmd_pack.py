@@ -300,6 +300,7 @@ def pack(
             use_cache=not no_cache,
             extra=extra,
             progress=_chain(on_file, _verbose_line if verbose and show else None),
+            packages_root=os.path.realpath(root) if root else "/",
         )
     command = _runner_command(out, hooked)
     if json_out:
@@ -320,7 +321,7 @@ def _pack_image(
     quiet: bool,
 ) -> None:
     """Package a container image or rootfs tree (see packager/oci)."""
-    from .oci.build import RUN_ARGS, default_output, prepare
+    from .oci.build import ROOTFS, RUN_ARGS, default_output, prepare
 
     # Absolute: prepare() runs the block inside its staging directory.
     out = Path(os.path.abspath(output or default_output(request)))
@@ -338,6 +339,7 @@ def _pack_image(
                 jobs=jobs or os.cpu_count() or 1,
                 use_cache=use_cache,
                 progress=_chain(on_file, _verbose_line if verbose and show else None),
+                packages_root=ROOTFS,
             )
         summary.output = str(output or out.name)
     command = _image_runner_command(summary.output, RUN_ARGS)

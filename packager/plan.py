@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import UsageError, UserError
 from .resolve import Closure, Library, confined_realpath
+from .sbom import SBOM_PATH
 from .tarball import tar_path
 
 MANIFEST_PATH = "litebox/manifest.json"
@@ -143,7 +144,7 @@ def _canonical(path: str, root: str | None) -> set[str]:
 
 
 def _refuse_duplicates(plan: Plan) -> None:
-    owner: dict[str, str] = {MANIFEST_PATH: "litebox-pack's manifest"}
+    owner: dict[str, str] = {MANIFEST_PATH: "litebox-pack's manifest", SBOM_PATH: "its SBOM"}
     for f in plan.files:
         for p in f.paths:
             other = owner.setdefault(p, f.source)

@@ -23,6 +23,7 @@ from ..console import warn
 from ..errors import UsageError, UserError
 from ..plan import MANIFEST_PATH, Plan, build_plan, litebox_lookup_path
 from ..resolve import DEFAULT_PATH, Closure, confined_realpath, resolve
+from ..sbom import SBOM_PATH
 from .auth import Credentials, from_docker_config
 from .findings import Findings
 from .image import (
@@ -41,7 +42,7 @@ from .unpack import unpack
 
 CONFIG_PATH = "litebox/config.json"
 SCRIPT_PATH = "litebox/config_and_run.sh"
-RESERVED = frozenset({CONFIG_PATH, SCRIPT_PATH, MANIFEST_PATH})
+RESERVED = frozenset({CONFIG_PATH, SCRIPT_PATH, MANIFEST_PATH, SBOM_PATH})
 SHELL = "/bin/sh"
 RUN_ARGS = [SHELL, "/" + SCRIPT_PATH]
 ROOTFS = "rootfs"  # the tree's name in the staging directory, and in manifest sources
