@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .console import warn
 from .errors import UsageError
 
 DEFAULT_MAX_SIZE = 2 << 30
@@ -163,7 +164,12 @@ def prune(root: Path, limit: int, *, grace: float = 0.0) -> tuple[int, int]:
 
 def auto_prune(root: Path) -> None:
     """Apply the default cap after a pack; a cache that cannot be pruned is only bigger."""
-    limit = max_size()
+    try:
+        limit = max_size()
+    except UsageError as e:
+        # The bundle is written by now: a bad setting must not turn it into a failure.
+        warn(f"{e}; the cache is not pruned")
+        return
     if limit is None:
         return
     with contextlib.suppress(OSError):

@@ -113,6 +113,17 @@ def test_pack_keeps_the_cache_under_its_cap(tmp_path: Path) -> None:
     assert all(p.exists() for p in stale)
 
 
+def test_a_bad_cap_setting_warns_and_the_pack_still_succeeds(tmp_path: Path) -> None:
+    res = cli(tmp_path, "/bin/true", "-o", "t.tar", "-q", LITEBOX_PACK_CACHE_MAX="lots")
+    assert res.returncode == 0 and (tmp_path / "t.tar").is_file()
+    assert res.stderr == (
+        "litebox-pack: warning: LITEBOX_PACK_CACHE_MAX: 'lots': not a size (examples: 500M, 2G, "
+        "1.5GiB, 4096); the cache is not pruned\n"
+    )
+    res = cli(tmp_path, "cache", LITEBOX_PACK_CACHE_MAX="lots")
+    assert res.returncode == 2 and "LITEBOX_PACK_CACHE_MAX: 'lots'" in res.stderr
+
+
 def test_sizes_parse_in_binary_units() -> None:
     assert parse_size("4096") == 4096
     assert parse_size("500M") == 500 << 20
