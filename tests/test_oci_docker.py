@@ -159,6 +159,7 @@ def test_buildah_builds_the_dockerfile_and_the_image_packages(tmp_path: Path) ->
     data = tmp_path / "data"
     data.mkdir()
     _ok(["gcc", "-O2", "-o", data / "hello", ROOT / "samples" / "hello.c"])
+    os.chown(data, 1000, 1000)  # a user's directory: the image runs as uid 1000, not root
     image = _ok(["buildah", *store, "from", "--pull=never", "localhost/litebox-pack"])
     run: list[str | Path] = ["buildah", *store, "run", "--isolation=chroot", "-v", f"{data}:/data"]
     run += [image.stdout.strip(), "--"]
@@ -166,6 +167,7 @@ def test_buildah_builds_the_dockerfile_and_the_image_packages(tmp_path: Path) ->
     from tests.tarcheck import read_strict
 
     assert "data/hello" in {m.path for m in read_strict(data / "hello.tar")}
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in data.glob("hello.*")} == {(1000, 1000)}
     got = _ok([*run, "litebox-pack", "run", "/data/hello.tar", "--", "/data/hello"])
     native = _ok([data / "hello"])
     assert got.stdout == native.stdout
