@@ -57,19 +57,18 @@ class Plan:
 def litebox_lookup_path(path: str) -> str:
     """The path LiteBox looks up when the loader asks for ``path``.
 
-    tar_ro and the layered file system normalise every path lexically before the lookup (empty
-    and "." components dropped, ".." removing the component before it; litebox/src/path.rs,
-    ``normalized``), and a tar holds no symlinks that ".." could cross. So a library found
-    through ``$ORIGIN/../lib`` is stored at ``.../lib/NAME``. A ".." above the root is kept, as
-    LiteBox keeps it (such a path cannot be stored, and tar_path says so).
+    LiteBox resolves every path lexically before the lookup: empty and "." components dropped,
+    ".." removing the component before it, and nothing above the root (litebox/src/fs/
+    resolver.rs, ``Context::resolve``; tar_ro's ``absolute_path`` before it). A tar holds no
+    symlinks that ".." could cross, so a library found through ``$ORIGIN/../lib`` is stored at
+    ``.../lib/NAME``, where LiteBox will look.
     """
     out: list[str] = []
     for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == ".." and out and out[-1] != "..":
-            out.pop()
-        else:
+        if part == "..":
+            if out:
+                out.pop()
+        elif part not in ("", "."):
             out.append(part)
     return ("/" if path.startswith("/") else "") + "/".join(out)
 

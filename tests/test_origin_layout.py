@@ -1,7 +1,7 @@
 """``$ORIGIN/../lib`` programs (python-build-standalone's layout, upstream LiteBox issue #478).
 
-The loader asks for ``.../bin/../lib/libfoo.so``; LiteBox normalises every path lexically before
-looking it up in the tar (litebox/src/path.rs), so the bundle stores the library at
+The loader asks for ``.../bin/../lib/libfoo.so``; LiteBox resolves every path lexically before
+looking it up in the tar (litebox/src/fs/resolver.rs), so the bundle stores the library at
 ``.../lib/libfoo.so`` and nothing with a ".." component.
 """
 
@@ -38,7 +38,7 @@ def origin_app(tmp_path: Path) -> Path:
 def test_lookup_path_is_litebox_lexical_normalisation() -> None:
     assert litebox_lookup_path("/opt/py/bin/../lib/libpython.so") == "/opt/py/lib/libpython.so"
     assert litebox_lookup_path("/a//b/./c/../../d") == "/a/d"
-    assert litebox_lookup_path("/../x") == "/../x"  # kept, as LiteBox keeps it: refused later
+    assert litebox_lookup_path("/../x") == "/x"  # nothing above the root, as in the kernel
 
 
 def test_origin_dotdot_lib_is_packed_at_the_normalised_path_and_runs(
