@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -99,15 +100,27 @@ def find_owners(root: str, targets: Iterable[str]) -> Owners:
     return Owners(found, databases)
 
 
+def _inside(root: str, rel: str) -> str:
+    # Symlinks resolved inside the tree: an image's absolute link must not reach the host's files.
+    return confined_realpath(root, "/" + rel)
+
+
 def _read(root: str, rel: str) -> bytes | None:
-    path = os.path.join(root, rel)
+    """A database file's bytes; None when absent, unreadable, not a regular file (a FIFO would
+    block) or larger than MAX_DB_BYTES."""
+    path = _inside(root, rel)
     try:
-        if os.path.getsize(path) > MAX_DB_BYTES:
-            return None
-        with open(path, "rb") as f:
-            return f.read()
+        with open(path, "rb", opener=_nonblocking) as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_DB_BYTES:
+                return None
+            return f.read(MAX_DB_BYTES)
     except OSError:
         return None
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY)
 
 
 def _distro(root: str) -> str | None:
@@ -154,7 +167,7 @@ def _dpkg(root: str, distro: str, names: set[bytes]) -> list[tuple[str, Package]
         by_list[name] = by_list.get(name) or pkg
         by_list[f"{name}:{arch}"] = pkg
     out: list[tuple[str, Package]] = []
-    info = os.path.join(root, DPKG_INFO)
+    info = _inside(root, DPKG_INFO)
     try:
         lists = sorted(n for n in os.listdir(info) if n.endswith(".list"))
     except OSError:
@@ -233,8 +246,12 @@ def rpm_header_fields(blob: bytes) -> dict[int, list[str] | list[int]]:
 
 
 def _rpm(root: str, distro: str) -> list[tuple[str, Package]] | None:
-    path = os.path.join(root, RPM_SQLITE)
-    if not os.path.isfile(path):
+    path = _inside(root, RPM_SQLITE)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_DB_BYTES:
         return None
     out: list[tuple[str, Package]] = []
     try:

@@ -7,6 +7,7 @@ the tests write the package databases (dpkg, apk, rpm's SQLite) themselves.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import struct
@@ -246,3 +247,24 @@ def test_audit_reports_an_unreadable_sbom(tmp_path: Path, bad: bytes) -> None:
     doc = json.loads(res.stdout)
     assert doc["packages"] is None
     assert any(p.startswith(f"{SBOM}: unreadable") for p in doc["problems"])
+
+
+def test_a_tree_database_never_reaches_outside_the_tree(tmp_path: Path) -> None:
+    root = tree(tmp_path, "debian")
+    outside = tmp_path / "outside"
+    (outside / "info").mkdir(parents=True)
+    (outside / "status").write_text(
+        "Package: evil\nStatus: install ok installed\nVersion: 6.6.6\nArchitecture: amd64\n"
+    )
+    (outside / "info" / "evil.list").write_text("/usr/bin/prog\n")
+    dpkg = root / "var" / "lib" / "dpkg"
+    dpkg.mkdir(parents=True)
+    (dpkg / "status").symlink_to(outside / "status")  # absolute: means the tree's own /tmp/...
+    (dpkg / "info").symlink_to(outside / "info")
+    doc = valid_sbom(bundle(tmp_path, "--root", root, "/usr/bin/prog", out="a.tar")[SBOM])
+    assert set(owners(doc).values()) == {None}
+    # A FIFO where the status file should be is skipped, not read (it would block forever).
+    (dpkg / "status").unlink()
+    os.mkfifo(dpkg / "status")
+    doc = valid_sbom(bundle(tmp_path, "--root", root, "/usr/bin/prog", out="b.tar")[SBOM])
+    assert set(owners(doc).values()) == {None}
