@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from iced_x86 import Decoder
-from rich.console import Console
 from rich.table import Table
 
+from packager.console import console
 from rewriter import ElfFile, rewrite_elf
 from rewriter.sweep import find_pairs
 
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
             "" if target is None else f"≤ {target}x",
             ok,
         )
-    Console().print(table)
+    console().print(table)  # piped: as wide as the table, no name cut to fit 80 columns
     return 1 if failed else 0
 
 

@@ -2,4 +2,4 @@
 
 # The one place the version lives (pyproject.toml reads it from here): importlib.metadata
 # would cost every command ~40 ms of start-up.
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"

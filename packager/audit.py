@@ -9,15 +9,16 @@ Classes: ``patched`` (valid trailer with stubs), ``checked-nothing-to-patch`` (h
 marker), ``unpatched`` (ELF without a trailer), ``invalid-trailer`` (LITEBOX trailer LiteBox's
 loader rejects), ``non-elf``.
 
-JSON (``AuditReport.to_json``; ``audit_format`` changes only with incompatible changes)::
+JSON (``AuditReport.to_json``; schema packager/schemas/audit.schema.json; ``format``, also
+named ``audit_format``, changes only with incompatible changes)::
 
-    {"audit_format": 1, "tool": "litebox-pack", "version": str, "bundle": str,
+    {"format": 1, "audit_format": 1, "tool": "litebox-pack", "version": str, "bundle": str,
      "abi": "redzone"|"resume"|"i386"|"other"|"mixed"|null,     # over all patched members
      "manifest": null | {"path": str, "valid": bool, "problem": str|null,
                          "tool": str|null, "version": str|null, "abi": str|null},
      "summary": {"members": int, "elf": int, "patched": int, "checked-nothing-to-patch": int,
                  "unpatched": int, "invalid-trailer": int, "non-elf": int, "sites": int,
-                 "unpatchable_sites": int, "mismatches": int, "problems": int},
+                 "unpatchable_sites": int, "kept_sites": int, "mismatches": int, "problems": int},
      "members": [{"path": str, "size": int, "mode": int, "sha256": str, "class": str,
                   "elf": null | {"bits": 32|64, "machine": str},
                   "abi": str|null, "sites": int,
@@ -25,6 +26,7 @@ JSON (``AuditReport.to_json``; ``audit_format`` changes only with incompatible c
                   "trampoline": null | {"file_offset": int, "vaddr": int, "size": int},
                   "reason": str|null,        # why unpatched / what is wrong with the trailer
                   "unpatchable": int|null,   # from the manifest
+                  "kept": int|null,          # of those, left as syscalls (--unpatchable keep)
                   "manifest": null | {"outcome": str|null, "reason": str|null,
                                       "sites": int|null, "trampoline_size": int|null},
                   "mismatches": [str], "notes": [str]}],
@@ -55,9 +57,10 @@ from rewriter.trailer import Trailer
 from . import __version__
 from .errors import UserError
 from .sbom import SBOM_PATH, packages_of
+from .schemas import FORMAT
 
 MANIFEST_PATH = "litebox/manifest.json"
-AUDIT_FORMAT = 1
+AUDIT_FORMAT = FORMAT["audit"]
 _CHUNK = 1 << 20
 
 # Stub signatures of spec/stub-abi.md, spelled out here rather than imported from the rewriter so
@@ -185,6 +188,7 @@ class MemberReport:
     trailer: Trailer | None = None
     reason: str | None = None
     unpatchable: int | None = None
+    kept: int | None = None  # of ``unpatchable``: left as syscalls (--unpatchable keep)
     manifest: dict[str, Any] | None = None
     mismatches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -215,6 +219,7 @@ class MemberReport:
             ),
             "reason": self.reason,
             "unpatchable": self.unpatchable,
+            "kept": self.kept,
             "manifest": (
                 {k: m.get(k) for k in ("outcome", "reason", "sites", "trampoline_size")}
                 if m is not None
@@ -316,6 +321,10 @@ class AuditReport:
         return sum(m.unpatchable or 0 for m in self.members)
 
     @property
+    def kept_sites(self) -> int:
+        return sum(m.kept or 0 for m in self.members)
+
+    @property
     def mismatches(self) -> int:
         return sum(len(m.mismatches) for m in self.members)
 
@@ -357,6 +366,8 @@ class AuditReport:
             text += f"; manifest: {self.mismatches} mismatch(es)"
             if self.unpatchable_sites:
                 text += f", {self.unpatchable_sites} unpatchable site(s)"
+                if self.kept_sites:
+                    text += f" ({self.kept_sites} kept as syscalls)"
         else:
             text += "; manifest unusable"
         if self.problems:
@@ -371,11 +382,13 @@ class AuditReport:
         summary.update(
             sites=self.sites,
             unpatchable_sites=self.unpatchable_sites,
+            kept_sites=self.kept_sites,
             mismatches=self.mismatches,
             problems=len(self.problems),
         )
         return {
-            "audit_format": AUDIT_FORMAT,
+            "format": AUDIT_FORMAT,
+            "audit_format": AUDIT_FORMAT,  # the same number, under its first name
             "tool": "litebox-pack",
             "version": __version__,
             "bundle": self.bundle,
@@ -564,6 +577,11 @@ _EXPECTED = {
 }
 
 
+def _strategy_count(entry: dict[str, Any], name: str) -> int:
+    strategies = entry.get("strategies")
+    return (_int(strategies.get(name)) or 0) if isinstance(strategies, dict) else 0
+
+
 def _unpatchable_count(entry: dict[str, Any]) -> int:
     listed = entry.get("unpatchable")
     if isinstance(listed, list):
@@ -590,6 +608,7 @@ def cross_check(report: AuditReport, info: ManifestInfo) -> None:
         outcome = _str(entry.get("outcome"))
         reason = _str(entry.get("reason"))
         m.unpatchable = _unpatchable_count(entry)
+        m.kept = _strategy_count(entry, "kept")
         sha_out, sha_in = _str(entry.get("sha256_out")), _str(entry.get("sha256_in"))
         if sha_out != m.sha256:
             m.mismatches.append(f"sha256 {m.sha256[:12]}… differs from manifest sha256_out")
@@ -600,6 +619,11 @@ def cross_check(report: AuditReport, info: ManifestInfo) -> None:
             m.mismatches.append(f"mode {m.mode & 0o777:#o} != manifest {mode & 0o777:#o}")
         if outcome not in _EXPECTED:
             m.mismatches.append(f"manifest outcome {outcome!r} is unknown")
+        elif _all_sites_left(m, entry):
+            # Every site was kept or trapped: the rewriter writes a trampoline holding only the
+            # callback slot, which the bytes alone cannot tell from an old-style marker.
+            m.notes = [n for n in m.notes if not n.startswith("slot-only trampoline")]
+            m.notes.append("no site patched: every syscall site was kept or trapped")
         elif m.cls not in _EXPECTED[outcome]:
             m.mismatches.append(f"manifest says {outcome}, bytes say {m.cls.value}")
         elif outcome == "unchanged" and m.cls in (Cls.PATCHED, Cls.MARKER):
@@ -611,6 +635,20 @@ def cross_check(report: AuditReport, info: ManifestInfo) -> None:
     for key in info.files:
         if key not in in_tar:
             report.problems.append(f"{key}: listed in the manifest but missing from the tar")
+
+
+def _all_sites_left(m: MemberReport, entry: dict[str, Any]) -> bool:
+    """A ``patched`` entry with no stub, only unpatchable sites, and a slot-only trampoline."""
+    t = m.trailer
+    return (
+        m.cls is Cls.MARKER
+        and entry.get("outcome") == "patched"
+        and _int(entry.get("sites")) == 0
+        and bool(m.unpatchable)
+        and t is not None
+        and t.size == t.bits // 8
+        and _int(entry.get("trampoline_size")) == t.size
+    )
 
 
 def _compare_patched(m: MemberReport, entry: dict[str, Any], abi: str | None) -> None:

@@ -21,9 +21,10 @@ from .cache import cache_root
 from .cache_limit import auto_prune
 from .fsutil import atomic_output
 from .plan import MANIFEST_PATH, Plan, PlannedFile
-from .rewrite_job import FileResult, Job, RewriteOptions, cached_result, run_job
+from .rewrite_job import NOT_ELF, FileResult, Job, RewriteOptions, cached_result, run_job
 from .sbom import SBOM_PATH, build_sbom
-from .tarball import UstarWriter, validate_paths
+from .schemas import FORMAT
+from .tarball import UstarWriter, tar_path, validate_paths
 
 Progress = Callable[[PlannedFile, FileResult], None]
 
@@ -37,8 +38,15 @@ class BundleSummary:
     size: int = 0
     seconds: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
+    classes: Counter[str] = field(default_factory=Counter)  # files per audit class
     sites: int = 0
     cached: int = 0
+    policy: str = "fail"  # --unpatchable: what was done at the sites listed in ``unpatchable``
+    unpatchable: list[tuple[str, list[int]]] = field(default_factory=list)  # (source, addresses)
+
+    @property
+    def unpatchable_sites(self) -> int:
+        return sum(len(a) for _, a in self.unpatchable)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,9 +57,30 @@ class BundleSummary:
             "bytes": self.size,
             "seconds": round(self.seconds, 3),
             "outcomes": dict(sorted(self.outcomes.items())),
+            "classes": dict(sorted(self.classes.items())),
             "sites": self.sites,
             "cached": self.cached,
+            "unpatchable": {
+                "policy": self.policy,
+                "sites": self.unpatchable_sites,
+                "files": [
+                    {"source": src, "addresses": [f"{a:#x}" for a in addrs]}
+                    for src, addrs in self.unpatchable
+                ],
+            },
         }
+
+
+def audit_class(outcome: dict[str, Any]) -> str:
+    """The class ``audit`` will give the bundled bytes (packager/audit.py), from the outcome."""
+    what = outcome["outcome"]
+    if what == "unchanged":
+        return "non-elf" if outcome.get("reason") == NOT_ELF else "unpatched"
+    if what == "checked-nothing-to-patch" or (what == "patched" and not outcome.get("sites")):
+        # no stub: a marker, or (every site kept or trapped) a trampoline holding only the slot
+        return "checked-nothing-to-patch"
+    # An already-hooked input carries an earlier rewrite's trailer: counted with the patched.
+    return "patched"
 
 
 def rewrite_all(
@@ -100,7 +129,9 @@ def rewrite_all(
 
 
 def manifest_entry(f: PlannedFile, r: FileResult) -> dict[str, Any]:
-    return _entry(f.paths, f.source, r.mode, r.sha256_in, r.sha256_out, r.outcome, f.reasons)
+    return _entry(
+        f.paths, f.label or f.source, r.mode, r.sha256_in, r.sha256_out, r.outcome, f.reasons
+    )
 
 
 def _entry(
@@ -150,8 +181,11 @@ def write_bundle(
     """
     start = time.monotonic()
     validate_paths([*plan.tar_paths(), *(p for p, _, _ in extra), SBOM_PATH, MANIFEST_PATH])
-    summary = BundleSummary(str(output), str(hooked) if hooked else None)
+    summary = BundleSummary(
+        str(output), str(hooked) if hooked else None, policy=options.unpatchable
+    )
     entries: list[dict[str, Any]] = []
+    main: dict[str, Any] | None = None
     with contextlib.ExitStack() as stack:
         spool = stack.enter_context(
             tempfile.TemporaryDirectory(prefix=".litebox-pack-", dir=output.parent or ".")
@@ -164,15 +198,20 @@ def write_bundle(
             for p in f.paths:
                 with open(r.output, "rb") as src:
                     tar.add_stream(p, src, r.size, r.mode)
-            if f is plan.main and main_fh is not None:
-                with open(r.output, "rb") as src:
-                    shutil.copyfileobj(src, main_fh)
+            if f is plan.main:
+                main = {"path": tar_path(plan.main_path), "sha256": r.sha256_out}
+                if main_fh is not None:
+                    with open(r.output, "rb") as src:
+                        shutil.copyfileobj(src, main_fh)
             if r.temporary:
                 os.unlink(r.output)
             entries.append(manifest_entry(f, r))
             summary.outcomes[r.outcome["outcome"]] += 1
+            summary.classes[audit_class(r.outcome)] += 1
             summary.sites += r.outcome.get("sites", 0)
             summary.cached += r.cached
+            if r.outcome.get("unpatchable"):
+                summary.unpatchable.append((f.source, list(r.outcome["unpatchable"])))
             if progress:
                 progress(f, r)
         for path, data, mode in extra:
@@ -188,8 +227,9 @@ def write_bundle(
         manifest = {
             "tool": "litebox-pack",
             "version": __version__,
-            "format": 1,
+            "format": FORMAT["manifest"],
             "options": options.to_json(),
+            "main": main,  # the binary written beside the tar; run --hooked checks its sha256
             "files": entries,
         }
         # Sorted keys: an outcome read back from the cache must serialise like a fresh one.

@@ -8,12 +8,11 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from .audit import AuditReport, Cls, FailOn, MemberReport, audit_tar
-from .console import print_json, user_errors
+from .console import PATH_ARG, console, print_json, user_errors
 
 EXIT_FAIL_ON = 3
 
@@ -36,8 +35,8 @@ HELP = "\n\n".join(
         "each entry is compared with the bytes (sha256, outcome, sites, trampoline size, ABI) "
         "and disagreements are listed. Without a manifest, unpatchable sites cannot be known.",
         "Prints a table and a summary line, or with --json an object with the keys "
-        "audit_format, tool, version, bundle, abi, manifest, summary, members, skipped, "
-        "problems, fail_on, failed (documented in packager/audit.py).",
+        "format, audit_format, tool, version, bundle, abi, manifest, summary, members, skipped, "
+        "problems, fail_on, failed (schema: packager/schemas/audit.schema.json).",
         "Exit status: 0 audited (whatever the findings, unless --fail-on matches); "
         "1 the bundle cannot be read (missing, a directory, not a tar); "
         "2 bad command line; 3 --fail-on matched.",
@@ -55,20 +54,23 @@ def audit(
         Path,
         typer.Argument(
             help="The tar to audit (any tar; gzip/xz too).",
-            metavar="BUNDLE.tar",
+            metavar="BUNDLE",
+            click_type=PATH_ARG,
             show_default=False,
         ),
     ],
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print the report as JSON (audit_format 1).")
+        bool, typer.Option("--json", help="Print the report as JSON (format 1).")
     ] = False,
     fail_on: Annotated[
         FailOn | None,
         typer.Option(
             "--fail-on",
             case_sensitive=False,
-            help="Exit 3 when the bundle has: unpatched (an ELF without a trailer or with an "
-            "invalid one), unpatchable (sites the manifest records as trapped or kept), "
+            metavar="CHECK",
+            help="Exit 3 when the bundle has what CHECK names: unpatched (an ELF without a "
+            "trailer or with an invalid one), unpatchable (sites the manifest records as "
+            "trapped or kept), "
             "mismatch (manifest contradicts the bytes, mixed stub ABIs, duplicate paths, "
             "links, PAX or GNU long-name records), or any of these.",
         ),
@@ -102,17 +104,15 @@ def _trampoline(m: MemberReport) -> str:
 def _note(m: MemberReport) -> str:
     parts = [m.reason] if m.reason and m.cls is not Cls.PATCHED else []
     if m.unpatchable:
-        parts.append(f"{m.unpatchable} unpatchable")
+        kept = f", {m.kept} kept as syscall(s)" if m.kept else ""
+        parts.append(f"{m.unpatchable} unpatchable{kept}")
     parts += [f"MISMATCH: {x}" for x in m.mismatches]
     parts += m.notes
     return "; ".join(p for p in parts if p)
 
 
 def _print_text(report: AuditReport) -> None:
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        # Logs and pipes: never cut a path or a note to fit 80 columns.
-        console = Console(highlight=False, width=max(console.width, 200))
+    out = console()
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("path", overflow="fold")
     table.add_column("class")
@@ -131,13 +131,13 @@ def _print_text(report: AuditReport) -> None:
             Text(_trampoline(m)),
             Text(_note(m)),
         )
-    console.print(table)
+    out.print(table)
     if report.skipped:
         kinds = Counter(s.type for s in report.skipped)
         listing = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-        console.print(f"skipped (not regular files): {listing}", markup=False, soft_wrap=True)
+        out.print(f"skipped (not regular files): {listing}", markup=False, soft_wrap=True)
     for p in report.problems:
-        console.print(f"problem: {p}", markup=False, soft_wrap=True)
+        out.print(f"problem: {p}", markup=False, soft_wrap=True)
     for pkg in report.packages or []:  # from the bundle's SBOM
         n = len(pkg["files"])
         owner = (
@@ -145,5 +145,5 @@ def _print_text(report: AuditReport) -> None:
             if pkg["purl"]
             else "no package"
         )
-        console.print(f"{owner}: {n} file(s)", markup=False, soft_wrap=True)
-    console.print(report.summary_line(), markup=False, soft_wrap=True)
+        out.print(f"{owner}: {n} file(s)", markup=False, soft_wrap=True)
+    out.print(report.summary_line(), markup=False, soft_wrap=True)

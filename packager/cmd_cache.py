@@ -19,8 +19,7 @@ from .cache_limit import (
 )
 from .console import print_json, user_errors
 from .errors import UsageError, UserError
-
-JSON_FORMAT = 1
+from .schemas import FORMAT
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +43,7 @@ def _status(root: Path) -> dict[str, Any]:
     found = entries(root)
     cap = max_size()
     return {
-        "format": JSON_FORMAT,
+        "format": FORMAT["cache"],
         "location": str(root),
         "size": total_size(found),
         "entries": len(found),

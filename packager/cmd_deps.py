@@ -9,12 +9,13 @@ from typing import Annotated
 
 import typer
 
-from .console import print_json, user_errors
+from .console import PATH_ARG, help_text, print_json, user_errors
 from .resolve import Closure, Library, resolve
+from .schemas import FORMAT
 
 
 def register(app: typer.Typer) -> None:
-    app.command("deps")(deps)
+    app.command("deps", help=help_text(deps.__doc__))(deps)
 
 
 def split_library_path(spec: str | None) -> list[str]:
@@ -65,15 +66,27 @@ def tree_lines(closure: Closure) -> Iterator[str]:
 @user_errors
 def deps(
     inputs: Annotated[
-        list[Path], typer.Argument(help="Programs, libraries or scripts.", show_default=False)
+        list[Path],
+        typer.Argument(
+            help="Programs, libraries or scripts.",
+            metavar="INPUT...",
+            click_type=PATH_ARG,
+            show_default=False,
+        ),
     ],
     root: Annotated[
         Path | None,
-        typer.Option("--root", help="Resolve everything inside DIR (a sysroot or rootfs)."),
+        typer.Option(
+            "--root", metavar="DIR", help="Resolve everything inside DIR (a sysroot or rootfs)."
+        ),
     ] = None,
     library_path: Annotated[
         str | None,
-        typer.Option("--library-path", help="Extra directories, like LD_LIBRARY_PATH."),
+        typer.Option(
+            "--library-path",
+            metavar="DIRS",
+            help="Colon-separated directories searched like LD_LIBRARY_PATH.",
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the closure as JSON.")] = False,
 ) -> None:
@@ -87,7 +100,7 @@ def deps(
         library_path=split_library_path(library_path),
     )
     if json_out:
-        print_json(closure.to_json())
+        print_json({"format": FORMAT["deps"], **closure.to_json()})
     else:
         for line in tree_lines(closure):
             typer.echo(line)

@@ -2,46 +2,71 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from rewriter import Abi
 
 from .bundle import BundleSummary, write_bundle
 from .bundle import Progress as ProgressFn
-from .console import print_json, stderr, user_errors, warn
+from .console import PATH_ARG, help_text, print_json, progress_bar, stderr, user_errors, warn
 from .errors import UsageError, UserError
 from .fsutil import check_output
+from .hooked import default_path as hooked_path
+from .hooked import replaces_foreign
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
-from .plan import Plan, PlannedFile, build_plan
-from .resolve import resolve
+from .plan import Plan, PlannedFile, build_plan, parse_input
+from .resolve import Closure, resolve
 from .rewrite_job import FileResult, RewriteOptions
+from .schemas import FORMAT
 from .selfcheck import check_self_contained
 
 if TYPE_CHECKING:
     from .oci.build import ContainerRequest
+    from .oci.registry import DownloadProgress
 
 
 def register(app: typer.Typer) -> None:
-    app.command("pack")(pack)
+    app.command("pack", help=help_text(pack.__doc__))(pack)
 
 
 @user_errors
 def pack(
     inputs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Programs (ELF or #! scripts) to package.", show_default=False),
+        typer.Argument(
+            help="Programs (ELF or #! scripts) to package, each as HOST or HOST:GUEST (its "
+            "path in the bundle; default: its own absolute path).",
+            metavar="INPUT...",
+            click_type=PATH_ARG,
+            show_default=False,
+        ),
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="The tar to write (default: FIRST_INPUT_NAME.tar)."),
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="The tar to write (default: the first input's name + .tar).",
+        ),
     ] = None,
     include: Annotated[
         list[str] | None,
@@ -71,13 +96,21 @@ def pack(
         Path | None,
         typer.Option(
             "--root",
+            metavar="DIR",
             help="Resolve and read everything inside DIR (a sysroot or unpacked "
             "rootfs), never from the host.",
         ),
     ] = None,
     jobs: Annotated[
         int,
-        typer.Option("-j", "--jobs", min=0, help="Parallel rewrites (0, the default: all cores)."),
+        typer.Option(
+            "-j",
+            "--jobs",
+            min=0,
+            metavar="N",
+            help="Parallel rewrites (0, the default: all cores).",
+            show_default=False,
+        ),
     ] = 0,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not use or fill the rewrite cache.")
@@ -86,7 +119,9 @@ def pack(
         Path | None,
         typer.Option(
             "--main-out",
-            help="Where to write the rewritten main binary (default: NAME.hooked beside the tar).",
+            metavar="FILE",
+            help="Where to write the rewritten main binary (default: beside the tar, named after "
+            "it: h/app.tar -> h/app.hooked).",
         ),
     ] = None,
     no_main_out: Annotated[
@@ -97,6 +132,14 @@ def pack(
         bool, typer.Option("-v", "--verbose", help="Say what happened to every file.")
     ] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")] = False,
+    allow_data_input: Annotated[
+        bool,
+        typer.Option(
+            "--allow-data-input",
+            help="Accept inputs that are neither ELF programs nor #! scripts (bundled as they "
+            "are; --include HOST:GUEST is the usual way to add data).",
+        ),
+    ] = False,
     oci_image: Annotated[
         str | None,
         typer.Option(
@@ -166,6 +209,7 @@ def pack(
         str | None,
         typer.Option(
             "--username",
+            metavar="NAME",
             help="Registry user (default: ~/.docker/config.json, else anonymous).",
             rich_help_panel="Container images",
         ),
@@ -271,26 +315,32 @@ def pack(
         raise UsageError("nothing to package: give programs, or --oci-image/--oci-archive/...")
     if root is not None and not root.is_dir():
         raise UserError(f"--root {root}: not a directory")
-    out = output or Path(inputs[0].name + ".tar")
+    hosts, guests = zip(*(parse_input(str(p)) for p in inputs), strict=True)
+    out = output or Path(Path(hosts[0]).name + ".tar")
     check_output(out)
     if out.suffix != ".tar":
         warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
     dirs = [d for d in (library_path or "").split(":") if d]
-    closure = resolve([str(p) for p in inputs], root=str(root) if root else None, library_path=dirs)
+    closure = resolve(list(hosts), root=str(root) if root else None, library_path=dirs)
     closure.raise_if_missing(explain=True)
+    if not allow_data_input:
+        _refuse_data_inputs(closure)
     plan = build_plan(
         closure,
         host_root=str(root) if root else None,
         includes=include or [],
         no_rewrite=no_rewrite or [],
+        guest_paths=guests,
     )
     extra = check_self_contained(plan, closure)
-    hooked = None if no_main_out else (main_out or out.parent / (inputs[0].name + ".hooked"))
+    hooked = None if no_main_out else (main_out or hooked_path(out))
     if hooked is not None:
         check_output(hooked)
+        if replaces_foreign(hooked, out):
+            warn(f"{hooked}: replacing a file that is not {out}'s main binary")
     options = RewriteOptions(abi, unpatchable, not no_fork_patch)
     show = not quiet and not json_out
-    with _progress(plan, enabled=show and sys.stderr.isatty()) as on_file:
+    with _progress(plan, enabled=show) as on_file:
         summary = write_bundle(
             plan,
             out,
@@ -304,9 +354,26 @@ def pack(
         )
     command = _runner_command(out, hooked)
     if json_out:
-        print_json({**summary.to_json(), "runner": command, "main": plan.main_path})
+        doc = {"format": FORMAT["pack"], **summary.to_json()}
+        print_json({**doc, "runner": command, "main": plan.main_path})
     elif show:
         _print_summary(summary, plan, command)
+
+
+def _refuse_data_inputs(closure: Closure) -> None:
+    """An input must be something execve runs: an ELF or a ``#!`` script (a data file given as a
+    program is a mistake far more often than a wish)."""
+    for inp in closure.inputs:
+        try:
+            with open(inp.realpath, "rb") as fh:
+                head = fh.read(4)
+        except OSError as e:
+            raise UserError(f"{inp.name}: cannot read: {e.strerror or e}") from None
+        if head != b"\x7fELF" and not head.startswith(b"#!"):
+            raise UserError(
+                f"{inp.name}: neither an ELF program nor a #! script; add data with "
+                f"--include {inp.name}:/GUEST/PATH, or force it with --allow-data-input"
+            )
 
 
 def _pack_image(
@@ -329,8 +396,8 @@ def _pack_image(
     if out.suffix != ".tar":
         warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
     show = not quiet and not json_out
-    with prepare(request) as prepared:
-        with _progress(prepared.plan, enabled=show and sys.stderr.isatty()) as on_file:
+    with _downloads(show) as request.download_progress, prepare(request) as prepared:
+        with _progress(prepared.plan, enabled=show) as on_file:
             summary = write_bundle(
                 prepared.plan,
                 out,
@@ -344,11 +411,13 @@ def _pack_image(
         summary.output = str(output or out.name)
     command = _image_runner_command(summary.output, RUN_ARGS)
     if json_out:
-        print_json({**summary.to_json(), "runner": command, "image": prepared.info})
+        doc = {"format": FORMAT["pack"], **summary.to_json()}
+        print_json({**doc, "runner": command, "image": prepared.info})
     elif show:
         _print_summary(summary, prepared.plan, command)
         local = ["litebox-pack", "run", summary.output, "--", *RUN_ARGS]
-        stderr.print(f"or here with:\n  {' '.join(shlex.quote(p) for p in local)}", soft_wrap=True)
+        line = f"or here with:\n  {' '.join(shlex.quote(p) for p in local)}"
+        stderr.print(line, markup=False, soft_wrap=True)
 
 
 def _image_runner_command(out: str, run_args: list[str]) -> str:
@@ -367,16 +436,15 @@ class _progress:
     def __enter__(self) -> ProgressFn | None:
         if not self.enabled:
             return None
-        self.bar = Progress(
+        self.bar = progress_bar(
             TextColumn("rewriting"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
-            console=stderr,
-            transient=True,
         )
-        self.bar.start()
+        if self.bar is None:
+            return None
         task = self.bar.add_task("", total=len(self.plan.files))
 
         def step(f: PlannedFile, r: FileResult) -> None:
@@ -388,6 +456,33 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+@contextlib.contextmanager
+def _downloads(enabled: bool) -> Iterator[DownloadProgress | None]:
+    """A progress bar per layer (bytes) while a registry pull downloads (only on a terminal)."""
+    bar = (
+        progress_bar(
+            TextColumn("pulling {task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+        )
+        if enabled
+        else None
+    )
+    if bar is None:
+        yield None
+        return
+
+    def start(digest: str, size: int | None) -> Callable[[int], None]:
+        task = bar.add_task(digest.split(":")[-1][:12], total=size)
+        return lambda n: bar.update(task, advance=n)
+
+    try:
+        yield start
+    finally:
+        bar.stop()
 
 
 def _chain(*fns: ProgressFn | None) -> ProgressFn | None:
@@ -406,7 +501,16 @@ def _verbose_line(f: PlannedFile, r: FileResult) -> None:
     what = o["outcome"] + (f" ({o['reason']})" if o.get("reason") else "")
     if o["outcome"] == "patched":
         what += f", {o['sites']} sites"
-    stderr.print(f"{f.source}: {what}{' [cached]' if r.cached else ''} -> {', '.join(f.paths)}")
+    if o.get("unpatchable"):
+        left = "trapped" if o.get("strategies", {}).get("trapped") else "kept"
+        what += f", {len(o['unpatchable'])} {left} ({_addresses(o['unpatchable'])})"
+    line = f"{f.source}: {what}{' [cached]' if r.cached else ''} -> {', '.join(f.paths)}"
+    # Not markup (a path may hold "["), and left to the terminal to wrap: never cut mid-path.
+    stderr.print(line, markup=False, soft_wrap=True, highlight=False)
+
+
+def _addresses(addrs: list[int]) -> str:
+    return " ".join(f"{a:#x}" for a in addrs)
 
 
 def _runner_command(out: Path, hooked: Path | None) -> str:
@@ -417,28 +521,29 @@ def _runner_command(out: Path, hooked: Path | None) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+# Audit's classes (packager/audit.py), from the outcome the rewriter reported.
+_CLASSES = ("patched", "checked-nothing-to-patch", "unpatched", "non-elf")
+
+
 def _print_summary(s: BundleSummary, plan: Plan, command: str) -> None:
-    table = Table(title=f"{s.output}", show_header=True, title_justify="left")
-    for col in (
-        "files",
-        "patched",
-        "checked, nothing to patch",
-        "unchanged",
-        "sites",
-        "size",
-        "time",
-    ):
-        table.add_column(col, justify="right")
-    table.add_row(
-        str(s.files),
-        str(s.outcomes.get("patched", 0)),
-        str(s.outcomes.get("checked-nothing-to-patch", 0)),
-        str(s.outcomes.get("unchanged", 0) + s.outcomes.get("already-hooked", 0)),
-        str(s.sites),
-        f"{s.size / 1048576:.1f} MiB",
-        f"{s.seconds:.2f} s" + (f" ({s.cached} cached)" if s.cached else ""),
-    )
+    # One row per count: audit's long class names fit any terminal, and a CI log greps them.
+    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 0, 0, 2))
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    left = "trapped" if s.policy == "trap" else "kept"
+    table.add_row("files", str(s.files))
+    for c in _CLASSES:
+        table.add_row(c, str(s.classes.get(c, 0)))
+    table.add_row("sites", str(s.sites))
+    if s.policy != "fail":
+        table.add_row(left, str(s.unpatchable_sites))
+    table.add_row("size", f"{s.size / 1048576:.1f} MiB")
+    table.add_row("time", f"{s.seconds:.2f} s" + (f" ({s.cached} cached)" if s.cached else ""))
+    stderr.print(s.output, markup=False, soft_wrap=True)
     stderr.print(table)
+    for source, addrs in s.unpatchable:
+        stderr.print(f"{left}: {source} {_addresses(addrs)}", markup=False, soft_wrap=True)
     if s.hooked:
-        stderr.print(f"main binary: {s.hooked} (bundle path {plan.main_path})")
-    stderr.print(f"run it under LiteBox with:\n  {command}", soft_wrap=True)
+        line = f"main binary: {s.hooked} (bundle path {plan.main_path})"
+        stderr.print(line, markup=False, soft_wrap=True)
+    stderr.print(f"run it under LiteBox with:\n  {command}", markup=False, soft_wrap=True)

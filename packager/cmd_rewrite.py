@@ -10,22 +10,36 @@ import typer
 
 from rewriter import Abi, Outcome, RewriteError, rewrite_elf
 
-from .console import print_json, user_errors
+from .console import PATH_ARG, help_text, print_json, user_errors
 from .errors import UserError
 from .fsutil import read_input, write_atomic
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
+from .schemas import FORMAT
 
 
 def register(app: typer.Typer) -> None:
-    app.command("rewrite")(rewrite)
+    app.command("rewrite", help=help_text(rewrite.__doc__))(rewrite)
 
 
 @user_errors
 def rewrite(
-    input: Annotated[Path, typer.Argument(help="The ELF file to rewrite.", show_default=False)],
+    input: Annotated[
+        Path,
+        typer.Argument(
+            help="The ELF file to rewrite.",
+            metavar="INPUT",
+            click_type=PATH_ARG,
+            show_default=False,
+        ),
+    ],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Where to write the result (default: INPUT.hooked)."),
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="Where to write the result (default: INPUT.hooked).",
+        ),
     ] = None,
     abi: AbiOpt = Abi.REDZONE,
     unpatchable: UnpatchableOpt = "fail",
@@ -34,7 +48,7 @@ def rewrite(
 ) -> None:
     """Rewrite every syscall of one ELF into a jump to a trampoline stub.
 
-    Writes OUT atomically with INPUT's mode and prints a one-line summary (or JSON).
+    Writes FILE (-o) atomically with INPUT's mode and prints a one-line summary (or JSON).
     Files the rewriter does not handle (not ELF, other architecture, ...) are copied and reported.
     """
     data = read_input(input)
@@ -45,7 +59,8 @@ def rewrite(
         raise UserError(f"{input}: {e}") from None
     write_atomic(out, result.data, os.stat(input).st_mode & 0o7777)
     if json_out:
-        print_json({"input": str(input), "output": str(out), **result.to_json()})
+        doc = {"format": FORMAT["rewrite"], "input": str(input), "output": str(out)}
+        print_json({**doc, **result.to_json()})
     else:
         note = "" if result.outcome is not Outcome.UNCHANGED else " (copied as is)"
         typer.echo(f"{input} -> {out}: {result.summary()}{note}")

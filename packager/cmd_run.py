@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 
 import typer
 
-from .console import user_errors
+from .console import PATH_ARG, TEXT_ARG, help_text, user_errors
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run", no_args_is_help=True)(run)
+    app.command("run", help=help_text(run.__doc__), no_args_is_help=True)(run)
 
 
 @user_errors
@@ -19,7 +19,10 @@ def run(
     bundle: Annotated[
         Path,
         typer.Argument(
-            help="The bundle: a .tar or a directory laid out like one.", show_default=False
+            help="The bundle: a .tar or a directory laid out like one.",
+            metavar="BUNDLE",
+            click_type=PATH_ARG,
+            show_default=False,
         ),
     ],
     command: Annotated[
@@ -27,6 +30,8 @@ def run(
         typer.Argument(
             help="After --: PROGRAM (an absolute path inside the bundle) and its arguments; "
             "with --hooked only the arguments.",
+            metavar="-- PROGRAM ARGS...",
+            click_type=TEXT_ARG,
             show_default=False,
         ),
     ] = None,
@@ -34,6 +39,7 @@ def run(
         Literal["auto", "redzone", "resume"],
         typer.Option(
             "--abi",
+            metavar="auto|redzone|resume",
             help="Stub ABI of the bundle: auto reads the manifest, else the stub bytes. i386 "
             "programs have a single stub form (the report says i386).",
         ),
@@ -53,6 +59,7 @@ def run(
         Path | None,
         typer.Option(
             "--report",
+            metavar="FILE",
             help="Write a JSON report: syscalls by name, distinct sites, escapes.",
             show_default=False,
         ),
@@ -61,6 +68,7 @@ def run(
         Path | None,
         typer.Option(
             "--hooked",
+            metavar="FILE",
             help="Run this rewritten main binary (APP.hooked, written beside the tar) "
             "the way LiteBox's runner does.",
             show_default=False,
@@ -70,6 +78,7 @@ def run(
     """Run PROGRAM from a bundle on this machine, every syscall through its trampoline.
 
     Usage: `run BUNDLE -- PROGRAM ARGS...` or `run --hooked APP.hooked BUNDLE.tar -- ARGS...`.
+
     The exit status is the program's own. A syscall that escaped the rewriting is reported,
     and with --strict it stops the program with status 125.
     """

@@ -13,6 +13,7 @@ AbiOpt = Annotated[
     typer.Option(
         "--abi",
         case_sensitive=False,
+        metavar="redzone|resume",
         help="Stub ABI: redzone (reserves the red zone, R11 = restart address) or resume "
         "(byte-compatible with upstream LiteBox).",
     ),
@@ -21,6 +22,7 @@ UnpatchableOpt = Annotated[
     Literal["fail", "trap", "keep"],
     typer.Option(
         "--unpatchable",
+        metavar="fail|trap|keep",
         help="A syscall with no room for a jump: fail (error naming every address), trap "
         "(write F1 F4 there) or keep (leave the syscall, report it).",
     ),

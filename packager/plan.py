@@ -8,6 +8,7 @@ name, with the same bytes.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ class PlannedFile:
     reasons: list[dict[str, Any]] = field(default_factory=list)
     rewrite: bool = True
     skip_reason: str | None = None
+    # What the manifest names as the source instead of ``source``: a HOST:GUEST input's HOST as
+    # given, so the same program packed from two directories gives the same bundle.
+    label: str | None = None
 
     def add(self, path: str, reason: dict[str, Any]) -> None:
         p = tar_path(path)
@@ -41,6 +45,7 @@ class Plan:
     files: list[PlannedFile] = field(default_factory=list)
     main: PlannedFile | None = None  # the first input: written beside the tar as NAME.hooked
     main_path: str = ""  # the first input's path in the bundle ("/..."), for the runner
+    input_paths: list[str] = field(default_factory=list)  # each input's path in the bundle
     _by_source: dict[str, PlannedFile] = field(default_factory=dict, repr=False)
 
     def file_for(self, source: str) -> PlannedFile:
@@ -73,10 +78,21 @@ def litebox_lookup_path(path: str) -> str:
     return ("/" if path.startswith("/") else "") + "/".join(out)
 
 
-def _reason(lib: Library) -> dict[str, Any]:
+def _reason(lib: Library, moved: dict[str, str]) -> dict[str, Any]:
     if lib.rule == "input":
         return {"kind": "input"}
-    return {"kind": "needed", "by": lib.needed_by, "name": lib.name, "rule": lib.rule}
+    by = moved.get(lib.needed_by or "", lib.needed_by)
+    return {"kind": "needed", "by": by, "name": lib.name, "rule": lib.rule}
+
+
+def parse_input(arg: str) -> tuple[str, str | None]:
+    """An input: ``HOST`` or ``HOST:GUEST`` (an existing file of the whole name is a HOST)."""
+    host, sep, guest = arg.partition(":")
+    if not sep or os.path.lexists(arg):
+        return arg, None
+    if not host or not guest.startswith("/") or not guest.strip("/"):
+        raise UsageError(f"{arg!r}: expected HOST_PATH or HOST_PATH:/GUEST_PATH")
+    return host, guest
 
 
 def parse_include(spec: str) -> tuple[str, str]:
@@ -93,16 +109,27 @@ def build_plan(
     host_root: str | None,
     includes: list[str],
     no_rewrite: list[str],
+    guest_paths: Sequence[str | None] = (),
 ) -> Plan:
-    """Turn a resolved closure plus ``--include`` specs into a plan (no file contents read)."""
+    """Turn a resolved closure plus ``--include`` specs into a plan (no file contents read).
+
+    ``guest_paths`` gives, per input, the path it takes in the bundle (``HOST:GUEST`` inputs)
+    instead of its own absolute path.
+    """
     plan = Plan()
     skip = {c for p in no_rewrite for c in _canonical(p, host_root)}
-    for lib in [*closure.inputs, *closure.libraries]:
+    moved: dict[str, str] = {}  # input path -> its GUEST path, for the "needed by" reasons
+    for n, lib in enumerate([*closure.inputs, *closure.libraries]):
         f = plan.file_for(lib.realpath)
-        for path in (lib.path, *lib.aliases):
-            f.add(litebox_lookup_path(path), _reason(lib))
+        own = (guest_paths[n] if n < len(guest_paths) else None) or lib.path
+        for path in (own, *lib.aliases):
+            f.add(litebox_lookup_path(path), _reason(lib, moved))
+        if n < len(closure.inputs):
+            plan.input_paths.append("/" + own.lstrip("/"))
+            if own != lib.path:
+                f.label, moved[lib.path] = lib.name, own
         if plan.main is None:
-            plan.main, plan.main_path = f, lib.path
+            plan.main, plan.main_path = f, "/" + own.lstrip("/")
     for spec in includes:
         host, target = parse_include(spec)
         base = Path(host)

@@ -20,6 +20,7 @@ from .cache import RewriteCache, cache_key
 from .errors import UserError
 
 ELF_MAGIC = b"\x7fELF"
+NOT_ELF = "not an ELF file"  # the reason the rewriter gives for a file it leaves as is
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def cached_result(job: Job, options: RewriteOptions, cache_dir: str | None) -> F
     mode, size, sha_in, head = _stat_and_hash(job.source)
     if not job.rewrite or head != ELF_MAGIC:
         # The outcome the rewriter would give, without sending the file to a worker.
-        reason = job.skip_reason if not job.rewrite else "not an ELF file"
+        reason = job.skip_reason if not job.rewrite else NOT_ELF
         outcome = {"outcome": "unchanged", "reason": reason, "sites": 0}
         return FileResult(job.source, mode, sha_in, sha_in, job.source, size, outcome)
     if cache_dir is None:

@@ -63,10 +63,10 @@ def check_self_contained(plan: Plan, closure: Closure) -> Extra:
 def _input_paths(plan: Plan, closure: Closure) -> list[str]:
     by_source = {f.source: f for f in plan.files}
     out = []
-    for lib in closure.inputs:
+    for lib, path in zip(closure.inputs, plan.input_paths, strict=True):
         f = by_source.get(lib.realpath)
         if f is not None:
-            out.append(lib.path.lstrip("/"))
+            out.append(path.lstrip("/"))
     return out
 
 

@@ -354,11 +354,12 @@ def test_json_structure(full_tar, files):
     assert res.exit_code == 3
     doc = json.loads(res.stdout)
     assert list(doc) == [
-        "audit_format", "tool", "version", "bundle", "abi", "manifest", "summary",
+        "format", "audit_format", "tool", "version", "bundle", "abi", "manifest", "summary",
         "members", "skipped", "problems", "packages", "fail_on", "failed",
     ]  # fmt: skip
     assert doc["packages"] is None  # no SBOM in this bundle
-    assert (doc["audit_format"], doc["abi"], doc["fail_on"]) == (1, "redzone", "unpatchable")
+    assert (doc["format"], doc["audit_format"]) == (1, 1)
+    assert (doc["abi"], doc["fail_on"]) == ("redzone", "unpatchable")
     assert doc["failed"] == ["1 unpatchable site(s) in 1 file(s)"]
     assert doc["manifest"]["valid"] is True and doc["manifest"]["abi"] == "redzone"
     s = doc["summary"]
@@ -367,11 +368,11 @@ def test_json_structure(full_tar, files):
         "members": 8, "elf": 6, "patched": 3, "checked-nothing-to-patch": 1, "unpatched": 2,
         "invalid-trailer": 0, "non-elf": 2,
         "sites": 2 * libc.patched_sites + trap.patched_sites,
-        "unpatchable_sites": 1, "mismatches": 0, "problems": 0,
+        "unpatchable_sites": 1, "kept_sites": 0, "mismatches": 0, "problems": 0,
     }  # fmt: skip
     keys = {
         "path", "size", "mode", "sha256", "class", "elf", "abi", "sites", "stubs",
-        "trampoline", "reason", "unpatchable", "manifest", "mismatches", "notes",
+        "trampoline", "reason", "unpatchable", "kept", "manifest", "mismatches", "notes",
     }  # fmt: skip
     members = {m["path"]: m for m in doc["members"]}
     assert all(set(m) == keys for m in doc["members"])

@@ -57,7 +57,7 @@ def test_json_is_the_closure(tmp_path: Path) -> None:
     res = cli("deps", "--json", "/bin/true", "/bin/ls")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert doc == resolve(["/bin/true", "/bin/ls"]).to_json()
+    assert doc == {"format": 1, **resolve(["/bin/true", "/bin/ls"]).to_json()}
     assert [i["path"] for i in doc["inputs"]] == ["/bin/true", "/bin/ls"]
     assert doc["missing"] == []
     reals = [item["realpath"] for item in doc["libraries"]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -23,6 +24,7 @@ import pytest
 from packager.audit import FailOn, audit_tar
 from rewriter import read_trailer
 from tests.oci_util import (
+    EXE,
     Entry,
     Layout,
     Registry,
@@ -42,6 +44,7 @@ from tests.oci_util import (
     write_layout,
 )
 from tests.tarcheck import read_strict
+from tests.tty import run_on_terminal
 
 APP_C = r"""
 #include <stdio.h>
@@ -512,7 +515,7 @@ def test_readme_program_from_an_image_tree(tmp_path: Path, image: BuiltImage) ->
     """The README's Docker example packages one program of an image tree with --root."""
     tar, _ = pack(tmp_path, image, "--root", image.rootfs, "/usr/local/bin/app", "-q")
     files = members(tar)
-    assert files["usr/local/bin/app"] == (tmp_path / "app.hooked").read_bytes()
+    assert files["usr/local/bin/app"] == (tmp_path / "out.hooked").read_bytes()
     assert {"lib64/ld-linux-x86-64.so.2", "usr/local/bin/app"} <= set(files)
     assert any(p.endswith("/libz.so.1") for p in files)
 
@@ -610,3 +613,20 @@ def test_anonymous_bearer_token_flow(
         assert query["service"] == [TokenServer.SERVICE]
     local, _ = pack(tmp_path, image, "--oci-layout", image.layout.path, "-q", out="local.tar")
     assert tar.read_bytes() == local.read_bytes()
+
+
+def test_registry_pull_shows_bytes_per_layer_on_a_terminal(
+    tmp_path: Path, image: BuiltImage, plain_registry: Registry
+) -> None:
+    ref = plain_registry.push(image.layout.path, "tests/progress")
+    _, manifest = plain_registry.manifest("tests/progress")
+    env = {"XDG_CACHE_HOME": str(image.cache), "COLUMNS": "120"}
+    argv = [str(EXE), "--oci-image", ref, "-o", str(tmp_path / "t.tar")]
+    status, text = run_on_terminal(argv, env)
+    assert status == 0, text
+    for layer in manifest["layers"]:
+        assert f"pulling {layer['digest'].split(':')[1][:12]}" in text
+    assert re.search(r"\d+(\.\d+)?/\d+(\.\d+)? (bytes|kB|MB)", text), text
+    # Piped: no bar, the summary only.
+    piped = cli("--oci-image", ref, "-o", "p.tar", cwd=tmp_path, cache=image.cache)
+    assert piped.returncode == 0 and "pulling" not in piped.stderr and "files" in piped.stderr

@@ -16,6 +16,7 @@ import pytest
 from packager.audit import audit_tar
 from rewriter import ElfFile, read_trailer, rewrite_elf
 from tests.tarcheck import read_strict
+from tests.tty import run_on_terminal
 
 EXE = Path(sys.executable).parent / "litebox-pack"
 
@@ -345,27 +346,11 @@ def test_two_packagers_share_one_cache_safely(tmp_path: Path) -> None:
 def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     """On a terminal, a progress bar and the summary table go to stderr; with pipes (CI, scripts)
     only the summary is printed."""
-    import pty
-
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "c"), "COLUMNS": "100"}
-    out = bytearray()
-
-    def read(fd: int) -> bytes:
-        data = os.read(fd, 65536)
-        out.extend(data)
-        return data
-
+    env = {"XDG_CACHE_HOME": str(tmp_path / "c"), "COLUMNS": "100"}
     argv = [str(EXE), "/usr/bin/python3", "-o", str(tmp_path / "t.tar"), "--no-cache"]
-    old = os.environ.copy()
-    os.environ.update(env)
-    try:
-        status = pty.spawn(argv, read)
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-    assert os.waitstatus_to_exitcode(status) == 0
-    text = out.decode(errors="replace")
-    assert "rewriting" in text and "checked, nothing to" in text
+    status, text = run_on_terminal(argv, env)
+    assert status == 0
+    assert "rewriting" in text and "checked-nothing-to-patch" in text
     piped = cli("/usr/bin/python3", "-o", "p.tar", "--no-cache", cwd=tmp_path)
     assert piped.returncode == 0 and "rewriting" not in piped.stderr and "files" in piped.stderr
 
@@ -376,4 +361,4 @@ def test_a_path_that_does_not_fit_ustar_is_refused_before_writing(tmp_path: Path
     res = cli("/bin/true", "-o", "x.tar", "--include", f"data:{long_name}", cwd=tmp_path)
     assert res.returncode == 1, res.stderr
     assert res.stderr.count("\n") == 1 and "d" * 60 in res.stderr
-    assert not (tmp_path / "x.tar").exists() and not (tmp_path / "true.hooked").exists()
+    assert not (tmp_path / "x.tar").exists() and not (tmp_path / "x.hooked").exists()

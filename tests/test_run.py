@@ -411,7 +411,7 @@ def test_bundle_made_by_litebox_pack(
     tar = tmp_path / "hello.tar"
     made = cli(["pack", str(hello), "--abi", abi, "-o", str(tar)], tmp_path)
     assert made.status == 0, made
-    hooked = tmp_path / (hello.name + ".hooked")
+    hooked = tmp_path / "hello.hooked"  # named after the bundle
     assert hooked.is_file()
     want = native([str(hello), "a", "b"], tmp_path)
     got, rep = under_run(tar, [str(hello), "a", "b"], tmp_path)

@@ -359,7 +359,7 @@ def test_bundle_made_by_litebox_pack(cases: dict[str, Case], tmp_path: Path) -> 
     tar = tmp_path / "hello32.tar"
     made = cli(["pack", hello, "-o", str(tar)], tmp_path)
     assert made.status == 0, made
-    hooked = tmp_path / (Path(hello).name + ".hooked")
+    hooked = tmp_path / "hello32.hooked"  # named after the bundle
     assert hooked.is_file()
     want = native([hello, "a", "b"], tmp_path)
     got, rep = under_run(tar, [hello, "a", "b"], tmp_path)

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..console import warn
 from ..errors import UsageError, UserError
@@ -39,6 +39,9 @@ from .reference import parse_reference
 from .runscript import default_command, run_script
 from .tree import scan_tree
 from .unpack import unpack
+
+if TYPE_CHECKING:
+    from .registry import DownloadProgress
 
 CONFIG_PATH = "litebox/config.json"
 SCRIPT_PATH = "litebox/config_and_run.sh"
@@ -65,6 +68,7 @@ class ContainerRequest:
     includes: list[str] = field(default_factory=list)
     no_rewrite: list[str] = field(default_factory=list)
     verbose: bool = False
+    download_progress: DownloadProgress | None = None  # registry pulls: bytes per layer
 
     @property
     def described(self) -> str:
@@ -177,7 +181,10 @@ def _open_image(req: ContainerRequest, platform: Platform, work: str) -> Iterato
         creds = req.credentials or from_docker_config(ref.registry)
         blobs = os.path.join(work, "blobs")
         os.mkdir(blobs)
-        with pull(ref, platform, creds, insecure=req.insecure, work=blobs) as image:
+        pulling = pull(
+            ref, platform, creds, insecure=req.insecure, work=blobs, progress=req.download_progress
+        )
+        with pulling as image:
             yield image
     elif req.layout is not None:
         layout = LayoutDir(str(req.layout))

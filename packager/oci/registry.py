@@ -14,8 +14,8 @@ import hashlib
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO, cast
 
 import requests
 from dxf import DXF, DXFBase, exceptions
@@ -27,14 +27,20 @@ from .platform import Platform
 from .reference import ImageRef
 
 TIMEOUT = 60.0  # seconds per request (connect and each read), not for a whole blob
+# Told when a blob download starts (digest, size if the registry says it); returns the function
+# told each chunk's length as it arrives.
+DownloadProgress = Callable[[str, int | None], Callable[[int], None]]
 
 
 class RegistryStore(BlobStore):
-    def __init__(self, client: DXF, ref: ImageRef, work: str) -> None:
+    def __init__(
+        self, client: DXF, ref: ImageRef, work: str, progress: DownloadProgress | None = None
+    ) -> None:
         self.client = client
         self.ref = ref
         self.work = work
         self.where = str(ref)
+        self.progress = progress
 
     def fetch_manifest(self, reference: str) -> tuple[bytes, dict[str, Any]]:
         """GET a manifest by tag or digest; its bytes must match the digest asked for, or the
@@ -73,9 +79,19 @@ class RegistryStore(BlobStore):
         fd, tmp = tempfile.mkstemp(dir=self.work, suffix=".part")
         with os.fdopen(fd, "wb") as out, registry_errors(self.ref):
             # python-dxf raises DXFDigestMismatchError after the last chunk if the bytes differ
-            chunks = self.client.pull_blob(digest, chunk_size=1 << 20)
-            for chunk in chunks:  # type: ignore[union-attr]
-                out.write(chunk)  # type: ignore[arg-type]
+            # python-dxf's pull_blob returns (chunks, size) with size=True, chunks without
+            size: int | None
+            try:
+                reply = self.client.pull_blob(digest, size=True, chunk_size=1 << 20)
+                chunks, size = cast(tuple[Iterable[bytes], int], reply)
+            except KeyError:  # no Content-Length (a chunked reply): a bar without a total
+                reply = self.client.pull_blob(digest, chunk_size=1 << 20)
+                chunks, size = cast(Iterable[bytes], reply), None
+            advance = self.progress(digest, size) if self.progress else None
+            for chunk in chunks:
+                out.write(chunk)
+                if advance is not None:
+                    advance(len(chunk))
         os.replace(tmp, path)
 
 
@@ -132,6 +148,7 @@ def pull(
     *,
     insecure: bool,
     work: str,
+    progress: DownloadProgress | None = None,
 ) -> Iterator[Image]:
     """The image ``ref`` names for ``platform``; its blobs are downloaded into ``work`` as they
     are opened. HTTPS first; plain HTTP only for loopback registries or ``insecure``."""
@@ -153,7 +170,7 @@ def pull(
             timeout=TIMEOUT,
         )
         with client:
-            store = RegistryStore(client, ref, work)
+            store = RegistryStore(client, ref, work, progress)
             try:
                 with registry_errors(
                     ref, reraise=(requests.ConnectionError,) if not plain and plain_allowed else ()

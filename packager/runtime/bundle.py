@@ -24,6 +24,7 @@ from typing import Any
 from rewriter import TrailerCheck, TrailerState, check_trailer
 
 from ..errors import UserError
+from ..hooked import check_matches, main_entry
 
 MANIFEST = "litebox/manifest.json"
 TRAILER = 32
@@ -131,11 +132,16 @@ def program_path(bundle: Bundle, program: str) -> str:
 def hooked_program_path(bundle: Bundle, hooked: Path) -> str:
     """The in-bundle path of the main binary a ``.hooked`` file stands for.
 
-    The manifest's input entries say it (``included_because`` kind ``input``); without a
-    manifest, the file of the same name in the bundle.
+    The manifest's ``main`` says it (older manifests: its input entries, ``included_because``
+    kind ``input``); without a manifest, the file of the same name in the bundle. A ``.hooked``
+    whose sha256 is not the one the manifest records is refused.
     """
     if not hooked.is_file():
         raise UserError(f"{hooked}: no such file")
+    check_matches(hooked, bundle.source, bundle.manifest)
+    main = main_entry(bundle.manifest)
+    if main is not None and "main" in (bundle.manifest or {}):
+        return "/" + main[0].lstrip("/")
     name = hooked.name.removesuffix(".hooked")
     inputs = [p for p in _manifest_inputs(bundle.manifest) if bundle.host_path(p).is_file()]
     if inputs:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..schemas import FORMAT
 from .syscall_names import name
 
 
@@ -116,6 +117,7 @@ def build_report(
     by_object: Counter[str] = Counter(obj for obj, _ in rec.sites)
     escapes = sorted(rec.escapes.values(), key=lambda e: (e.obj, e.file_offset))
     return {
+        "format": FORMAT["run-report"],
         "bundle": str(bundle),
         "program": program,
         "args": args,
