@@ -574,6 +574,7 @@ _EXPECTED = {
     "checked-nothing-to-patch": {Cls.MARKER},
     "already-hooked": {Cls.PATCHED, Cls.MARKER},
     "unchanged": {Cls.UNPATCHED, Cls.NON_ELF, Cls.INVALID, Cls.PATCHED, Cls.MARKER},
+    "bytecode-unchecked": {Cls.NON_ELF},  # a .pyc with a PEP 552 header (packager/pyc.py)
 }
 
 

@@ -21,6 +21,9 @@ from .cache import cache_root
 from .cache_limit import auto_prune
 from .fsutil import atomic_output
 from .plan import MANIFEST_PATH, Plan, PlannedFile
+from .pyc import OUTCOME as BYTECODE
+from .pyc import REASON as BYTECODE_KEPT
+from .pyc import bytecode_result
 from .rewrite_job import NOT_ELF, FileResult, Job, RewriteOptions, cached_result, run_job
 from .sbom import SBOM_PATH, build_sbom
 from .schemas import FORMAT
@@ -74,6 +77,8 @@ class BundleSummary:
 def audit_class(outcome: dict[str, Any]) -> str:
     """The class ``audit`` will give the bundled bytes (packager/audit.py), from the outcome."""
     what = outcome["outcome"]
+    if what == BYTECODE or str(outcome.get("reason")).startswith(BYTECODE_KEPT):
+        return "non-elf"  # a .pyc, rewritten header or not (packager/pyc.py)
     if what == "unchanged":
         return "non-elf" if outcome.get("reason") == NOT_ELF else "unpatched"
     if what == "checked-nothing-to-patch" or (what == "patched" and not outcome.get("sites")):
@@ -106,7 +111,10 @@ def rewrite_all(
     try:
         for f in plan.files:
             job = Job(f.source, f.rewrite, f.skip_reason)
-            ready: FileResult | Future[FileResult] | None = cached_result(job, options, cache_dir)
+            # Bytecode gets a header valid under tar_ro's mtime 0 (pyc.py), not the rewriter.
+            ready: FileResult | Future[FileResult] | None = bytecode_result(
+                job, spool
+            ) or cached_result(job, options, cache_dir)
             if ready is None:
                 if jobs <= 1:
                     ready = run_job(job, options, cache_dir, spool)
@@ -232,6 +240,8 @@ def write_bundle(
             "main": main,  # the binary written beside the tar; run --hooked checks its sha256
             "files": entries,
         }
+        if plan.gaps:
+            manifest["gaps"] = plan.gaps  # what tar_ro cannot hold (see Plan.gaps)
         # Sorted keys: an outcome read back from the cache must serialise like a fresh one.
         text = json.dumps(manifest, indent=1, sort_keys=True)
         tar.add(MANIFEST_PATH, text.encode() + b"\n", 0o644)

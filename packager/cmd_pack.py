@@ -6,7 +6,8 @@ import contextlib
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +22,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from typer.core import TyperCommand
 
 from rewriter import Abi
 
@@ -28,27 +30,53 @@ from .bundle import BundleSummary, write_bundle
 from .bundle import Progress as ProgressFn
 from .console import PATH_ARG, help_text, print_json, progress_bar, stderr, user_errors, warn
 from .errors import UsageError, UserError
-from .fsutil import check_output
+from .fsutil import check_output, write_atomic
 from .hooked import default_path as hooked_path
 from .hooked import replaces_foreign
+from .learn import (
+    LearnResult,
+    Reason,
+    Workload,
+    learned_path,
+    parse_include_from,
+    parse_workload_file,
+    run_workload,
+)
+from .learn import learn as run_learn
 from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
 from .plan import Plan, PlannedFile, build_plan, parse_input
 from .resolve import Closure, resolve
 from .rewrite_job import FileResult, RewriteOptions
 from .schemas import FORMAT
-from .selfcheck import check_self_contained
+from .selfcheck import Extra, check_self_contained
 
 if TYPE_CHECKING:
     from .oci.build import ContainerRequest
     from .oci.registry import DownloadProgress
 
 
+WORKLOAD_ARGS = "litebox-pack.workload"  # ctx.meta key: the words after "--"
+
+
+class _PackCommand(TyperCommand):
+    """``pack`` takes ``-- ARGS``: the words after the first ``--`` are the --learn workload's
+    arguments, not more inputs (click would mix them into the positional arguments)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta[WORKLOAD_ARGS] = args[cut + 1 :]
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("pack", help=help_text(pack.__doc__))(pack)
+    app.command("pack", cls=_PackCommand, help=help_text(pack.__doc__))(pack)
 
 
 @user_errors
 def pack(
+    ctx: typer.Context,
     inputs: Annotated[
         list[Path] | None,
         typer.Argument(
@@ -73,13 +101,51 @@ def pack(
         typer.Option(
             "--include",
             metavar="HOST:TAR",
-            help="Add a file, or a directory recursively, at TAR in the bundle (ELF files are "
-            "rewritten too). Repeatable.",
+            help="Add a file, or a directory recursively, at TAR in the bundle (PATH alone: at "
+            "the same path). ELF files are rewritten and bring their libraries. Repeatable.",
+        ),
+    ] = None,
+    include_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--include-from",
+            metavar="FILE",
+            help="Read --include specs from FILE, one a line (an X.learned file, or your own; "
+            "# starts a comment). Repeatable.",
         ),
     ] = None,
     no_rewrite: Annotated[
         list[str] | None,
         typer.Option("--no-rewrite", metavar="PATH", help="Bundle PATH unchanged. Repeatable."),
+    ] = None,
+    learn: Annotated[
+        bool,
+        typer.Option(
+            "--learn",
+            help="Run the first program (with the arguments after --) against the bundle and "
+            "add every file it uses; write them to OUT.learned for --include-from.",
+            rich_help_panel="Learning what a program uses",
+        ),
+    ] = False,
+    workload: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--workload",
+            metavar="FILE",
+            help="Learn from each command of FILE: one a line, shell-like words, the first an "
+            "input's name or an absolute bundle path (with --learn: after the -- workload). "
+            "Repeatable.",
+            rich_help_panel="Learning what a program uses",
+        ),
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            metavar="K=V",
+            help="The workloads' environment, exactly (as for run --env). Repeatable.",
+            rich_help_panel="Learning what a program uses",
+        ),
     ] = None,
     abi: AbiOpt = Abi.REDZONE,
     unpatchable: UnpatchableOpt = "fail",
@@ -249,6 +315,15 @@ def pack(
     packaged instead, with litebox/config_and_run.sh to start it.
     Nothing is written when anything fails.
     """
+    workload_args: list[str] | None = ctx.meta.get(WORKLOAD_ARGS)
+    learning = learn or bool(workload)
+    if workload_args is not None and not learn:
+        raise UsageError("the words after -- are the --learn workload's arguments: add --learn")
+    if env and not learning:
+        raise UsageError("--env sets the workloads' environment: use it with --learn")
+    for item in env or []:
+        if "=" not in item or item.startswith("="):
+            raise UsageError(f"--env {item!r}: expected NAME=VALUE")
     image_sources = [oci_image, oci_archive, oci_layout, rootfs]
     if sum(s is not None for s in image_sources) + bool(inputs) > 1:
         raise UsageError(
@@ -263,6 +338,8 @@ def pack(
             "--root": root is not None,
             "--library-path": library_path is not None,
             "--main-out": main_out is not None,
+            "--learn": learning,
+            "--include-from": bool(include_from),
         }
         for flag, given in host_only.items():
             if given:
@@ -315,6 +392,8 @@ def pack(
         raise UsageError("nothing to package: give programs, or --oci-image/--oci-archive/...")
     if root is not None and not root.is_dir():
         raise UserError(f"--root {root}: not a directory")
+    if root is not None and learning:
+        raise UsageError("--learn runs the programs on this machine, not inside --root")
     hosts, guests = zip(*(parse_input(str(p)) for p in inputs), strict=True)
     out = output or Path(Path(hosts[0]).name + ".tar")
     check_output(out)
@@ -325,14 +404,10 @@ def pack(
     closure.raise_if_missing(explain=True)
     if not allow_data_input:
         _refuse_data_inputs(closure)
-    plan = build_plan(
-        closure,
-        host_root=str(root) if root else None,
-        includes=include or [],
-        no_rewrite=no_rewrite or [],
-        guest_paths=guests,
-    )
-    extra = check_self_contained(plan, closure)
+    specs: list[Spec] = [(s, None) for s in include or []]
+    for path in include_from or []:
+        specs += parse_include_from(path)
+    builder = _HostBuilder(closure, str(root) if root else None, no_rewrite or [], dirs, guests)
     hooked = None if no_main_out else (main_out or hooked_path(out))
     if hooked is not None:
         check_output(hooked)
@@ -340,6 +415,23 @@ def pack(
             warn(f"{hooked}: replacing a file that is not {out}'s main binary")
     options = RewriteOptions(abi, unpatchable, not no_fork_patch)
     show = not quiet and not json_out
+    learned: LearnResult | None = None
+    if learning:
+        learned = _learn(
+            builder,
+            specs,
+            options,
+            out,
+            sources=include_from or [],
+            workloads=_workloads(closure, guests, learn, workload_args, workload or []),
+            env=env or [],
+            jobs=jobs or os.cpu_count() or 1,
+            use_cache=not no_cache,
+            verbose=verbose and show,
+        )
+        specs += learned.specs
+    plan, extra = builder.plan(specs)
+    _warn_gaps(plan)
     with _progress(plan, enabled=show) as on_file:
         summary = write_bundle(
             plan,
@@ -352,12 +444,121 @@ def pack(
             progress=_chain(on_file, _verbose_line if verbose and show else None),
             packages_root=os.path.realpath(root) if root else "/",
         )
+    if learned is not None:
+        write_atomic(learned.path, learned.text.encode())
     command = _runner_command(out, hooked)
     if json_out:
         doc = {"format": FORMAT["pack"], **summary.to_json()}
-        print_json({**doc, "runner": command, "main": plan.main_path})
+        doc.update(runner=command, main=plan.main_path)
+        if learned is not None:
+            doc["learned"] = learned.to_json()
+        print_json(doc)
     elif show:
         _print_summary(summary, plan, command)
+        if learned is not None:
+            stderr.print(learned.summary(), soft_wrap=True)
+
+
+Spec = tuple[str, Reason | None]  # an --include spec and its manifest reason (None: --include)
+
+
+class _HostBuilder:
+    """Plans for the host-mode inputs with a given list of include specs (the learn loop asks
+    for many; the final pack for one)."""
+
+    def __init__(
+        self,
+        closure: Closure,
+        root: str | None,
+        no_rewrite: list[str],
+        dirs: list[str],
+        guests: Sequence[str | None] = (),
+    ) -> None:
+        self.closure, self.root, self.no_rewrite, self.dirs = closure, root, no_rewrite, dirs
+        self.guests = guests
+
+    def plan(self, specs: list[Spec]) -> tuple[Plan, Extra]:
+        plan = build_plan(
+            self.closure,
+            host_root=self.root,
+            includes=[spec for spec, _ in specs],
+            no_rewrite=self.no_rewrite,
+            guest_paths=self.guests,
+            include_reasons={spec: r for spec, r in specs if r is not None},
+            include_closures=True,
+            real_paths=True,
+            library_path=self.dirs,
+        )
+        return plan, check_self_contained(plan, plan.closure)
+
+
+def _workloads(
+    closure: Closure,
+    guests: Sequence[str | None],
+    learn: bool,
+    args: list[str] | None,
+    files: list[Path],
+) -> list[Workload]:
+    programs = [guest or lib.path for lib, guest in zip(closure.inputs, guests, strict=True)]
+    out = [Workload(1, [programs[0], *(args or [])])] if learn else []
+    for path in files:
+        out += parse_workload_file(path, programs, first=len(out) + 1)
+    return out
+
+
+def _learn(
+    builder: _HostBuilder,
+    given: list[Spec],
+    options: RewriteOptions,
+    out: Path,
+    *,
+    sources: list[Path],
+    workloads: list[Workload],
+    env: list[str],
+    jobs: int,
+    use_cache: bool,
+    verbose: bool,
+) -> LearnResult:
+    """Run the learn loop with draft bundles beside ``out``; return X.learned and its specs
+    (parsed back from its text, so the final pack and a repack from the file agree)."""
+    target = learned_path(out)
+    check_output(target)
+    if any(os.path.realpath(src) == os.path.realpath(target) for src in sources):
+        # The new file lists only what the old one did not bring: a repack from it would lose
+        # the old file's entries.
+        raise UsageError(f"--include-from {target} with --learn would overwrite it: copy it first")
+
+    def pack_with(specs: list[tuple[str, Reason]], draft: Path | None) -> Plan:
+        plan, extra = builder.plan([*given, *specs])
+        if draft is not None:
+            write_bundle(
+                plan,
+                draft,
+                options=options,
+                hooked=None,
+                jobs=jobs,
+                use_cache=use_cache,
+                extra=extra,
+            )
+        return plan
+
+    def log(line: str) -> None:
+        if verbose:
+            stderr.print(f"learn: {line}", soft_wrap=True, markup=False)
+
+    with tempfile.TemporaryDirectory(prefix=".litebox-learn-", dir=out.parent or ".") as work:
+        found = run_learn(workloads, env, pack_with, run_workload, Path(work), log=log)
+    return LearnResult.of(target, found, workloads, verbose=verbose)
+
+
+def _warn_gaps(plan: Plan) -> None:
+    for line in plan.warnings:
+        warn(line)
+    for gap in plan.gaps:
+        warn(
+            f"{gap['source']}: {gap['kind']}; LiteBox's tar file system cannot hold it "
+            f"(/{gap['path']} will not exist in the bundle)"
+        )
 
 
 def _refuse_data_inputs(closure: Closure) -> None:

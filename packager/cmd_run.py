@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from .console import PATH_ARG, TEXT_ARG, help_text, user_errors
+from .errors import UserError
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +61,8 @@ def run(
         typer.Option(
             "--report",
             metavar="FILE",
-            help="Write a JSON report: syscalls by name, distinct sites, escapes.",
+            help="Write a JSON report: syscalls by name, distinct sites, escapes, the view, "
+            "missing files, refused writes, processes created.",
             show_default=False,
         ),
     ] = None,
@@ -74,17 +76,62 @@ def run(
             show_default=False,
         ),
     ] = None,
+    host_fs: Annotated[
+        bool,
+        typer.Option(
+            "--host-fs",
+            help="Show the guest the host's file system (the bundle's files first, writes "
+            "thrown away) instead of LiteBox's view of the bundle alone. For debugging.",
+        ),
+    ] = False,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            metavar="K=V",
+            help="K=V for the guest's environment, which is exactly these (as LiteBox's "
+            "runner does). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    bind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bind",
+            metavar="HOST:GUEST",
+            help="HOST:GUEST: show the host directory HOST at GUEST (writable). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    strict_files: Annotated[
+        bool,
+        typer.Option(
+            "--strict-files",
+            help="Stop at the first path the guest looks up that the bundle lacks and the host "
+            "has (exit status 125).",
+        ),
+    ] = False,
 ) -> None:
     """Run PROGRAM from a bundle on this machine, every syscall through its trampoline.
 
     Usage: `run BUNDLE -- PROGRAM ARGS...` or `run --hooked APP.hooked BUNDLE.tar -- ARGS...`.
 
+    The guest sees LiteBox's view: the bundle alone (tar_ro's files, a private writable /tmp,
+    LiteBox's devices), uid/gid 1000, cwd /, the environment given with --env.
+
     The exit status is the program's own. A syscall that escaped the rewriting is reported,
-    and with --strict it stops the program with status 125.
+    and with --strict it stops the program with status 125; a path the bundle lacks is
+    reported, and with --strict-files it stops the program with status 125.
     """
     from .runtime.run import RunRequest, exit_like
     from .runtime.run import run as run_bundle
 
+    binds = []
+    for item in bind or []:
+        host, sep, guest = item.partition(":")
+        if not sep or not host or not guest:
+            raise UserError(f"--bind {item!r}: expected HOST:GUEST")
+        binds.append((host, guest))
     words = list(command or [])
     program = None if hooked is not None else (words.pop(0) if words else None)
     req = RunRequest(
@@ -96,5 +143,9 @@ def run(
         strict=strict,
         report=report,
         hooked=hooked,
+        view="host-fs" if host_fs else "litebox",
+        env=list(env or []),
+        binds=binds,
+        strict_files=strict_files,
     )
     raise typer.Exit(exit_like(run_bundle(req)))

@@ -59,6 +59,60 @@ typedef long i64;
 #define NR_faccessat2 439
 #define NR_fstatat NR_newfstatat /* the *at stat the runtime itself uses */
 
+/* --- the LiteBox view (view.c) and the calls callback.c checks ------------------------------ */
+#define NR_getuid 102
+#define NR_getgid 104
+#define NR_getrlimit 97
+#define NR_umask 95
+#define NR_writev 20
+#define NR_process_vm_readv 310
+#define NR_mount_setattr 442
+#define NR_mount 165
+#define NR_umount2 166
+#define NR_pivot_root 155
+#define NR_unshare 272
+#define NR_capset 126
+#define NR_mkdir 83
+#define NR_rmdir 84
+#define NR_creat 85
+#define NR_link 86
+#define NR_unlink 87
+#define NR_symlink 88
+#define NR_chmod 90
+#define NR_fchmod 91
+#define NR_chown 92
+#define NR_lchown 94
+#define NR_rename 82
+#define NR_truncate 76
+#define NR_mknod 133
+#define NR_utime 132
+#define NR_utimes 235
+#define NR_dup 32
+#define NR_dup2 33
+#define NR_dup3 292
+#define NR_fcntl 72
+#define NR_fchdir 81
+#define NR_getdents 78
+#define NR_getdents64 217
+#define NR_mkdirat 258
+#define NR_mknodat 259
+#define NR_fchownat 260
+#define NR_futimesat 261
+#define NR_unlinkat 263
+#define NR_renameat 264
+#define NR_linkat 265
+#define NR_symlinkat 266
+#define NR_fchmodat 268
+#define NR_utimensat 280
+#define NR_name_to_handle_at 303
+#define NR_renameat2 316
+#define NR_open_tree 428
+#define NR_move_mount 429
+#define NR_close_range 436
+#define NR_fchmodat2 452
+#define NR_inotify_add_watch 254
+#define NR_fanotify_mark 301
+
 /* --- kernel structures (x86-64 layouts) -------------------------------------------------------- */
 struct kstat { /* struct stat as the kernel fills it on x86-64 (144 bytes) */
     u64 st_dev, st_ino, st_nlink;

@@ -26,7 +26,7 @@ from .syscall_names import TABLES
 
 BINARY = "litebox-runtime"
 PREBUILT_ENV = "LITEBOX_PACK_RUNTIME_DIR"
-C_FILES = ("entry.S", "lib.c", "elf.c", "records.c", "callback.c", "runtime.c")
+C_FILES = ("entry.S", "lib.c", "elf.c", "records.c", "callback.c", "view.c", "runtime.c")
 HEADERS = ("rt.h", "arch_x86_64.h", "arch_i386.h", "syscall_names.h")
 SOURCES = (*HEADERS, *C_FILES, "entry32.S")
 

@@ -3,6 +3,7 @@ decide the stub ABI.
 
 A tar is extracted into a private temporary directory (removed afterwards); a directory is used
 as it is. Only regular files and directories are accepted, and no member may leave the bundle.
+``tar_ro_tree`` lays a bundle out the way LiteBox's tar_ro shows it, for the LiteBox view.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Bundle:
     root: Path  # absolute directory holding the bundle's tree
     source: Path  # what the user named (tar or directory)
     manifest: dict[str, Any] | None
+    owned: bool = False  # root is our own extraction (a tar's), not the user's directory
 
     def host_path(self, inside: str) -> Path:
         """Where an absolute in-bundle path lives on the host."""
@@ -51,20 +53,25 @@ class Bundle:
 
 
 @contextlib.contextmanager
-def open_bundle(source: Path) -> Iterator[Bundle]:
-    """Yield the bundle laid out as a directory; a tar's extraction is removed afterwards."""
+def open_bundle(source: Path, scratch: Path | None = None) -> Iterator[Bundle]:
+    """Yield the bundle laid out as a directory; a tar's extraction is removed afterwards.
+
+    With ``scratch`` (an existing private directory the caller removes) a tar is extracted
+    into ``scratch/bundle`` instead of a temporary directory of its own: one less to make."""
     if source.is_dir():
         root = source.resolve()
         yield Bundle(root, source, _manifest(root, source))
         return
     if not source.exists():
         raise UserError(f"{source}: no such file or directory")
-    tmp = Path(tempfile.mkdtemp(prefix="litebox-run-"))
+    tmp = scratch / "bundle" if scratch else Path(tempfile.mkdtemp(prefix="litebox-run-"))
     try:
+        tmp.mkdir(exist_ok=True)
         _extract(source, tmp)
-        yield Bundle(tmp, source, _manifest(tmp, source))
+        yield Bundle(tmp, source, _manifest(tmp, source), owned=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if scratch is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _extract(source: Path, dest: Path) -> None:
@@ -101,6 +108,34 @@ def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, source: Path, dest
     with f, open(target, "wb") as out:
         shutil.copyfileobj(f, out, 1 << 20)
     os.chmod(target, (m.mode & 0o777) | stat.S_IRUSR)
+
+
+def tar_ro_tree(bundle: Bundle, scratch: Path) -> Path:
+    """The bundle as LiteBox's tar_ro shows it: regular files only (with their modes), each
+    directory implied by the files under it, mode 0777, and every mtime 0 (the tar's).
+
+    A tar's extraction is ours and is fixed in place; a user's directory is never touched: its
+    regular files are copied under ``scratch`` (symlinks and empty directories, which a tar for
+    LiteBox cannot hold, are left out)."""
+    root = bundle.root
+    if not bundle.owned:
+        root = scratch
+        root.mkdir(mode=0o777)
+        for dirpath, _dirs, files in os.walk(bundle.root):
+            for name in files:
+                src = Path(dirpath, name)
+                if src.is_symlink() or not src.is_file():
+                    continue
+                dst = root / src.relative_to(bundle.root)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                os.chmod(dst, (src.stat().st_mode & 0o777) | stat.S_IRUSR)
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            os.utime(Path(dirpath, name), (0, 0), follow_symlinks=False)
+        os.chmod(dirpath, 0o777)
+        os.utime(dirpath, (0, 0))
+    return root
 
 
 def _manifest(root: Path, source: Path) -> dict[str, Any] | None:

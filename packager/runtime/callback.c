@@ -25,9 +25,10 @@ struct blob_rec {
 static struct blob_rec blobs[BLOB_SLOTS];
 static int blob_lock; /* tid of the holder, 0 when free */
 
-/* Syscalls the runtime handles itself: PATH0/PATH1 take a path as argument 0/1, the rest have
- * their own code in do_special. */
-enum { PLAIN, PATH0, PATH1, OWN };
+/* Syscalls the runtime handles itself: PATH0/PATH1 take a path as argument 0/1 (looked up: a
+ * missing one is noted), WRITE ones create or change a file system entry (checked against
+ * LiteBox's rules in the LiteBox view), the rest have their own code in do_special. */
+enum { PLAIN, PATH0, PATH1, OWN, WRITE };
 static const u8 special[RT_NCOUNT] = {
     [NR_open] = PATH0,       [NR_stat] = PATH0,         [NR_lstat] = PATH0,
     [NR_access] = PATH0,     [NR_readlink] = PATH0,     [NR_openat] = PATH1,
@@ -37,13 +38,305 @@ static const u8 special[RT_NCOUNT] = {
     [NR_munmap] = OWN,       [NR_clone] = OWN,          [NR_clone3] = OWN,
     [NR_fork] = OWN,         [NR_vfork] = OWN,          [NR_exit] = OWN,
     [NR_exit_group] = OWN,   [NR_rt_sigaction] = OWN,   [NR_rt_sigprocmask] = OWN,
-    [NR_chdir] = OWN,        [NR_getcwd] = OWN,
+    [NR_chdir] = OWN,        [NR_getcwd] = OWN,         [NR_close_range] = OWN,
+    [NR_creat] = WRITE,      [NR_mkdir] = WRITE,        [NR_mkdirat] = WRITE,
+    [NR_mknod] = WRITE,      [NR_mknodat] = WRITE,      [NR_symlink] = WRITE,
+    [NR_symlinkat] = WRITE,  [NR_link] = WRITE,         [NR_linkat] = WRITE,
+    [NR_rename] = WRITE,     [NR_renameat] = WRITE,     [NR_renameat2] = WRITE,
+    [NR_truncate] = WRITE,   [NR_chmod] = WRITE,        [NR_fchmodat] = WRITE,
+    [NR_fchmodat2] = WRITE,  [NR_chown] = WRITE,        [NR_lchown] = WRITE,
+    [NR_fchownat] = WRITE,   [NR_utime] = WRITE,        [NR_utimes] = WRITE,
+    [NR_utimensat] = WRITE,  [NR_futimesat] = WRITE,
 #ifdef __i386__ /* the i386 ABI's older forms */
     [NR_stat64] = PATH0,     [NR_lstat64] = PATH0,      [NR_oldstat] = PATH0,
     [NR_oldlstat] = PATH0,   [NR_mmap2] = OWN,          [NR_signal] = OWN,
-    [NR_sigaction] = OWN,    [NR_sigprocmask] = OWN,
+    [NR_sigaction] = OWN,    [NR_sigprocmask] = OWN,    [NR_truncate64] = WRITE,
+    [NR_chown16] = WRITE,    [NR_lchown16] = WRITE,
 #endif
 };
+
+/* The arguments (bit i: argument i) that hold a descriptor the guest must not touch if it is one
+ * of the runtime's own (view.c): using one as a dirfd would reach the host, closing or dup2-ing
+ * over one would break the runtime. Such a call fails with EBADF, as if the descriptor were not
+ * open. */
+static const u8 fd_args[RT_NCOUNT] = {
+    [NR_close] = 1,      [NR_dup] = 1,           [NR_dup2] = 3,       [NR_dup3] = 3,
+    [NR_fcntl] = 1,      [NR_fchdir] = 1,        [NR_getdents] = 1,   [NR_getdents64] = 1,
+    [NR_openat] = 1,     [NR_openat2] = 1,       [NR_fstatat] = 1,    [NR_statx] = 1,
+    [NR_readlinkat] = 1, [NR_faccessat] = 1,     [NR_faccessat2] = 1, [NR_mkdirat] = 1,
+    [NR_mknodat] = 1,    [NR_fchownat] = 1,      [NR_futimesat] = 1,  [NR_unlinkat] = 1,
+    [NR_renameat] = 5,   [NR_renameat2] = 5,     [NR_linkat] = 5,     [NR_symlinkat] = 2,
+    [NR_fchmodat] = 1,   [NR_fchmodat2] = 1,     [NR_utimensat] = 1,  [NR_execveat] = 1,
+    [NR_open_tree] = 1,  [NR_move_mount] = 5,    [NR_write] = 1,      [NR_name_to_handle_at] = 1,
+#ifdef __i386__
+    [NR_fcntl64] = 1,    [NR_fanotify_mark] = 16,
+#else
+    [NR_fanotify_mark] = 8,
+#endif
+};
+
+static int guarded(uptr fd) {
+    int f = (int)fd;
+    return f >= 0 && (f == rt_cfg.fd_proc || f == rt_cfg.fd_host || f == rt_cfg.fd_rec);
+}
+
+static int touches_guarded(const struct regs *r, u8 which) {
+    uptr a[6] = {REG_A0(r), REG_A1(r), REG_A2(r), REG_A3(r), REG_A4(r), REG_A5(r)};
+    for (int i = 0; i < 6; i++)
+        if ((which >> i & 1) && guarded(a[i]))
+            return 1;
+    return 0;
+}
+
+/* close_range over the runtime's descriptors (contiguous, view.c) closes the rest only. */
+static iptr do_close_range(struct regs *r) {
+    u32 lo = (u32)REG_A0(r), hi = (u32)REG_A1(r), flags = (u32)REG_A2(r);
+    u32 g0 = (u32)rt_cfg.fd_proc, g1 = (u32)(rt_cfg.fd_rec >= 0 ? rt_cfg.fd_rec : rt_cfg.fd_host);
+    if (rt_cfg.fd_proc < 0 || lo > hi || hi < g0 || lo > g1)
+        return sys3(NR_close_range, lo, hi, flags);
+    iptr res = 0;
+    if (lo < g0)
+        res = sys3(NR_close_range, lo, g0 - 1, flags);
+    if (res == 0 && hi > g1)
+        res = sys3(NR_close_range, g1 + 1, hi, flags);
+    return res;
+}
+
+/* --- guest paths, as the guest names them ------------------------------------------------------- */
+
+#define NOTE_PATH 1024 /* longer paths are not noted (stack use stays modest) */
+
+/* Collapses "//", "." and ".." of an absolute path in place (lexically: no symlink is read). */
+static void normalize(char *p) {
+    char *w = p;
+    const char *s = p;
+    while (*s) {
+        while (*s == '/')
+            s++;
+        if (!*s)
+            break;
+        const char *e = s;
+        while (*e && *e != '/')
+            e++;
+        uptr len = (uptr)(e - s);
+        if (len == 2 && s[0] == '.' && s[1] == '.') {
+            while (w > p && *--w != '/')
+                ;
+        } else if (!(len == 1 && s[0] == '.')) {
+            *w++ = '/';
+            memmove(w, s, len);
+            w += len;
+        }
+        s = e;
+    }
+    if (w == p)
+        *w++ = '/';
+    *w = 0;
+}
+
+/* The absolute, normalised guest path of (dirfd, path): relative ones against the working
+ * directory or what dirfd names. 0, or -1 when it cannot be told or does not fit. */
+static int guest_abs(int dirfd, const char *path, char *out, uptr cap) {
+    if (!path || !path[0])
+        return -1;
+    iptr n = 0;
+    if (path[0] != '/') {
+        if (dirfd == AT_FDCWD) {
+            n = sys2(NR_getcwd, out, cap) - 1; /* the length includes the NUL */
+        } else {
+            char link[32];
+            rt_fmt(link, sizeof link, "self/fd/%d", dirfd);
+            n = sys4(NR_readlinkat, rt_cfg.fd_proc, link, out, cap - 1);
+        }
+        if (n <= 0 || out[0] != '/')
+            return -1;
+    }
+    uptr len = rt_strlen(path);
+    if ((uptr)n + len + 2 > cap)
+        return -1;
+    out[n++] = '/';
+    memcpy(out + n, path, len + 1);
+    normalize(out);
+    return 0;
+}
+
+static int under(const char *p, const char *dir) {
+    uptr n = rt_strlen(dir);
+    return rt_startswith(p, dir) && (p[n] == 0 || p[n] == '/' || (n == 1 && dir[0] == '/'));
+}
+
+/* Where LiteBox's in-memory layer lets the guest write: /tmp (and the devices, and what the
+ * user bound in). Everywhere else is the tar's, or the in-memory root, which uid 1000 cannot
+ * write. */
+static int writable_area(const char *abs) {
+    if (under(abs, "/tmp") || under(abs, "/dev"))
+        return 1;
+    for (int i = 0; i < rt_cfg.nbinds; i++)
+        if (under(abs, rt_cfg.bind_dest[i]))
+            return 1;
+    return 0;
+}
+
+static int exists(const char *abs, int follow) {
+    struct kstat st;
+    return rt_fstatat(AT_FDCWD, abs, &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* A write LiteBox refuses ('r': it fails with EACCES) or where its runner panics ('p'):
+ * noted for the report, and failed with EACCES. */
+static iptr refuse(uptr nr, uptr site, const char *abs, char how) {
+    char head[80];
+    rt_fmt(head, sizeof head, "%lu 0x%lx EACCES %c", nr, site, how);
+    rt_note('W', head, abs);
+    return -EACCES;
+}
+
+/* A new entry at abs: LiteBox creates it in its in-memory layer, whose root uid 1000 may not
+ * write (EACCES); in a directory that exists only in the tar, creating that directory in the
+ * in-memory layer first fails and layered.rs unwraps the error (the panic). */
+static iptr check_new(uptr nr, uptr site, const char *abs) {
+    if (writable_area(abs) || exists(abs, 0))
+        return 0; /* the kernel's answer (EEXIST and the like) is LiteBox's too */
+    char parent[NOTE_PATH];
+    rt_strlcpy(parent, abs, sizeof parent);
+    char *slash = parent;
+    for (char *p = parent; *p; p++)
+        if (*p == '/')
+            slash = p;
+    slash[slash == parent ? 1 : 0] = 0;
+    struct kstat st;
+    if (rt_fstatat(AT_FDCWD, parent, &st, 0) < 0 || (st.st_mode & S_IFMT) != S_IFDIR)
+        return 0; /* no such directory: the kernel says so, as LiteBox does */
+    return refuse(nr, site, abs, rt_streq(parent, "/") ? 'r' : 'p');
+}
+
+/* A change to an existing entry of the tar: tar_ro cannot write, and copying the file up into
+ * the in-memory layer needs its directories there, which fails as above (the panic). */
+static iptr check_change(uptr nr, uptr site, const char *abs) {
+    if (writable_area(abs) || !exists(abs, 0))
+        return 0;
+    return refuse(nr, site, abs, 'p');
+}
+
+enum { CHANGE, NEW, NEW_OR_CHANGE };
+
+static iptr check_path(uptr nr, uptr site, int dirfd, uptr path, int what) {
+    char abs[NOTE_PATH];
+    if (guest_abs(dirfd, (const char *)path, abs, sizeof abs) < 0)
+        return 0;
+    if (what == NEW_OR_CHANGE)
+        what = exists(abs, 0) ? CHANGE : NEW;
+    return what == NEW ? check_new(nr, site, abs) : check_change(nr, site, abs);
+}
+
+static iptr check_open(uptr nr, uptr site, int dirfd, const char *path, uptr flags) {
+    int writes = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+    if (!writes && !(flags & O_CREAT))
+        return 0;
+    char abs[NOTE_PATH];
+    if (guest_abs(dirfd, path, abs, sizeof abs) < 0 || writable_area(abs))
+        return 0;
+    struct kstat st;
+    if (rt_fstatat(AT_FDCWD, abs, &st, 0) == 0)
+        return writes && (st.st_mode & S_IFMT) != S_IFDIR ? refuse(nr, site, abs, 'p') : 0;
+    return flags & O_CREAT ? check_new(nr, site, abs) : 0;
+}
+
+/* The WRITE syscalls in the LiteBox view: checked, then performed as they are. */
+static iptr do_write(struct regs *r, uptr nr, uptr site) {
+    uptr a0 = REG_A0(r), a1 = REG_A1(r), a2 = REG_A2(r), a3 = REG_A3(r);
+    iptr err = 0;
+    if (!rt_cfg.view_host) {
+        switch (nr) {
+        case NR_creat:
+            err = check_open(nr, site, AT_FDCWD, (const char *)a0, O_CREAT | O_WRONLY | O_TRUNC);
+            break;
+        case NR_mkdir:
+        case NR_mknod:
+            err = check_path(nr, site, AT_FDCWD, a0, NEW);
+            break;
+        case NR_mkdirat:
+        case NR_mknodat:
+            err = check_path(nr, site, (int)a0, a1, NEW);
+            break;
+        case NR_symlink:
+        case NR_link:
+            err = check_path(nr, site, AT_FDCWD, a1, NEW);
+            break;
+        case NR_symlinkat:
+            err = check_path(nr, site, (int)a1, a2, NEW);
+            break;
+        case NR_linkat:
+            err = check_path(nr, site, (int)a2, a3, NEW);
+            break;
+        case NR_rename:
+            err = check_path(nr, site, AT_FDCWD, a0, CHANGE);
+            if (!err)
+                err = check_path(nr, site, AT_FDCWD, a1, NEW_OR_CHANGE);
+            break;
+        case NR_renameat:
+        case NR_renameat2:
+            err = check_path(nr, site, (int)a0, a1, CHANGE);
+            if (!err)
+                err = check_path(nr, site, (int)a2, a3, NEW_OR_CHANGE);
+            break;
+        case NR_fchmodat:
+        case NR_fchmodat2:
+        case NR_fchownat:
+        case NR_futimesat:
+            err = check_path(nr, site, (int)a0, a1, CHANGE);
+            break;
+        case NR_utimensat:
+            if (a1) /* NULL: futimens on the descriptor itself */
+                err = check_path(nr, site, (int)a0, a1, CHANGE);
+            break;
+        default: /* truncate, chmod, chown, lchown, utime, utimes (and the i386 forms) */
+            err = check_path(nr, site, AT_FDCWD, a0, CHANGE);
+            break;
+        }
+    }
+    if (err)
+        return err;
+    return sys6((iptr)nr, (iptr)REG_A0(r), (iptr)REG_A1(r), (iptr)REG_A2(r), (iptr)REG_A3(r),
+                (iptr)REG_A4(r), (iptr)REG_A5(r));
+}
+
+/* --- what the guest looked up: missing paths, host paths ---------------------------------------- */
+
+#define RESOLVE_IN_ROOT 0x10
+
+/* LiteBox view: a lookup failed with ENOENT. When the host has the path, the bundle lacks a file
+ * the program asked for: noted ('M'), or with --strict-files the end of the program. */
+static void note_missing(uptr nr, uptr site, int dirfd, const char *path) {
+    char abs[NOTE_PATH];
+    if (guest_abs(dirfd, path, abs, sizeof abs) < 0 || !abs[1])
+        return;
+    struct {
+        u64 flags, mode, resolve;
+    } how = {O_PATH | O_CLOEXEC, 0, RESOLVE_IN_ROOT}; /* the host's absolute symlinks too */
+    iptr fd = sys4(NR_openat2, rt_cfg.fd_host, abs + 1, &how, sizeof how);
+    if (fd < 0)
+        return;
+    sys1(NR_close, fd);
+    char head[64];
+    rt_fmt(head, sizeof head, "%lu 0x%lx", nr, site);
+    rt_note('M', head, abs);
+    if (rt_cfg.strict_files)
+        rt_strict_files_stop(nr, site, abs);
+}
+
+/* --host-fs: a lookup succeeded on the host, not in the bundle ('H', with the kind of entry). */
+static void note_host(uptr nr, uptr site, int dirfd, const char *path) {
+    char abs[NOTE_PATH];
+    struct kstat st;
+    if (guest_abs(dirfd, path, abs, sizeof abs) < 0 || rt_fstatat(AT_FDCWD, abs, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return;
+    u32 type = st.st_mode & S_IFMT;
+    char head[64];
+    rt_fmt(head, sizeof head, "%lu 0x%lx %c", nr, site,
+           type == S_IFDIR ? 'd' : type == S_IFLNK ? 'l' : 'f');
+    rt_note('H', head, abs);
+}
 
 /* --- paths ---------------------------------------------------------------------------------------- */
 
@@ -92,26 +385,64 @@ static iptr readlink_exe(char *buf, iptr size) {
 
 static const char *relative_bundle_path(const char *path, char *buf);
 
-/* A syscall whose argument number `idx` is a path: bundle first, host otherwise. */
-static iptr path_call(struct regs *r, uptr nr, int idx) {
+/* /dev/stdin, /dev/stdout and /dev/stderr in the LiteBox view: LiteBox's devices read and write
+ * the process's standard streams, so opening one gives a new descriptor for the guest's own
+ * 0, 1 or 2. Returns -1 for any other path. */
+static iptr stdio_device(const char *path, uptr flags) {
+    static const char *const names[3] = {"/dev/stdin", "/dev/stdout", "/dev/stderr"};
+    if (!path || !rt_startswith(path, "/dev/std"))
+        return -1;
+    for (int fd = 0; fd < 3; fd++)
+        if (rt_streq(path, names[fd]))
+            return sys3(NR_fcntl, fd, (flags & O_CLOEXEC) ? 1030 /* F_DUPFD_CLOEXEC */ : 0, 0);
+    return -1;
+}
+
+/* A syscall whose argument number `idx` is a path. The LiteBox view performs it as it is (the
+ * kernel resolves it in the view), after LiteBox's write rules for open; a lookup that fails
+ * with ENOENT is noted. --host-fs: bundle first, host otherwise, and a success on the host is
+ * noted. */
+static iptr path_call(struct regs *r, uptr nr, int idx, uptr site) {
     iptr a[6] = {(iptr)REG_A0(r), (iptr)REG_A1(r), (iptr)REG_A2(r),
                  (iptr)REG_A3(r), (iptr)REG_A4(r), (iptr)REG_A5(r)};
     const char *path = (const char *)a[idx];
+    /* dirfd is an int: the register's upper half is not part of it. */
+    int dirfd = idx == 0 ? AT_FDCWD : (int)a[0];
+    int is_open = nr == NR_open || nr == NR_openat || nr == NR_openat2;
+    if (!rt_cfg.view_host) {
+        if (is_open && path) {
+            u64 how = 0; /* openat2: the flags are the first word of its struct open_how */
+            if (nr == NR_openat2 && rt_peek(&how, (uptr)a[2], sizeof how) != 0)
+                return -EFAULT;
+            uptr flags = nr == NR_openat2 ? (uptr)how : (uptr)a[idx + 1];
+            iptr res = stdio_device(path, flags);
+            if (res == -1)
+                res = check_open(nr, site, dirfd, path, flags);
+            if (res)
+                return res;
+        }
+        iptr res = sys6((iptr)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+        if (res == -ENOENT)
+            note_missing(nr, site, dirfd, path);
+        return res;
+    }
     if (is_self_exe(path)) {
         if (nr == NR_readlink)
             return readlink_exe((char *)a[1], a[2]);
         if (nr == NR_readlinkat)
             return readlink_exe((char *)a[2], a[3]);
-        if (nr == NR_open || nr == NR_openat || nr == NR_openat2)
+        if (is_open)
             path = rt_cfg.exe_host;
     }
     char buf[RT_PATH_MAX];
     const char *b = rt_bundle_path(path, buf);
-    /* dirfd is an int: the register's upper half is not part of it. */
-    if (!b && path && path[0] != '/' && (idx == 0 || (int)a[0] == AT_FDCWD))
+    if (!b && path && path[0] != '/' && dirfd == AT_FDCWD)
         b = relative_bundle_path(path, buf);
     a[idx] = (iptr)(b ? b : path);
-    return sys6((iptr)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    iptr res = sys6((iptr)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    if (!b && res >= 0)
+        note_host(nr, site, dirfd, path);
+    return res;
 }
 
 /* --- the working directory ---------------------------------------------------------------------- */
@@ -131,9 +462,11 @@ static const char *relative_bundle_path(const char *path, char *buf) {
 
 /* A directory only the bundle has (an image's WORKDIR, say) becomes the working directory inside
  * the bundle; directories the host has stay the host's, like every directory lookup here. */
-static iptr do_chdir(struct regs *r) {
+static iptr do_chdir(struct regs *r, uptr site) {
     const char *path = (const char *)REG_A0(r);
     iptr ret = sys1(NR_chdir, path);
+    if (ret == -ENOENT && !rt_cfg.view_host)
+        note_missing(NR_chdir, site, AT_FDCWD, path);
     if (ret != -ENOENT || !path || path[0] != '/' || !rt_cfg.bundle_len)
         return ret;
     char buf[RT_PATH_MAX];
@@ -168,15 +501,15 @@ static iptr do_getcwd(struct regs *r) {
  * /proc/self/fd/N, which works unless it is close-on-exec. */
 static const char *fd_path(int fd, const char *rel, char *buf, uptr cap) {
     char link[32];
-    rt_fmt(link, sizeof link, "/proc/self/fd/%d", fd);
-    iptr n = sys3(NR_readlink, link, buf, cap - 1);
+    rt_fmt(link, sizeof link, "self/fd/%d", fd);
+    iptr n = sys4(NR_readlinkat, rt_cfg.fd_proc, link, buf, cap - 1);
     const char *deleted = " (deleted)";
     uptr dl = rt_strlen(deleted);
     if (n <= 0 || buf[0] != '/' || ((uptr)n >= dl && memcmp(buf + n - dl, deleted, dl) == 0)) {
-        n = rt_fmt(buf, cap, "%s", link);
+        n = rt_fmt(buf, cap, "/proc/%s", link);
     } else {
         buf[n] = 0;
-        if (rt_startswith(buf, rt_cfg.bundle) && buf[rt_cfg.bundle_len] == '/') {
+        if (rt_cfg.bundle_len && rt_startswith(buf, rt_cfg.bundle) && buf[rt_cfg.bundle_len] == '/') {
             memmove(buf, buf + rt_cfg.bundle_len, (uptr)n - rt_cfg.bundle_len + 1);
             n -= (iptr)rt_cfg.bundle_len;
         }
@@ -189,7 +522,7 @@ static const char *fd_path(int fd, const char *rel, char *buf, uptr cap) {
     return buf;
 }
 
-static iptr do_execve(struct regs *r, uptr nr, struct kucontext *uc) {
+static iptr do_execve(struct regs *r, uptr nr, struct kucontext *uc, uptr site) {
     const char *path;
     char **argv, **envp;
     char pbuf[64 + RT_PATH_MAX];
@@ -214,7 +547,7 @@ static iptr do_execve(struct regs *r, uptr nr, struct kucontext *uc) {
     }
     if (!path)
         return -EFAULT;
-    if (is_self_exe(path))
+    if (rt_cfg.view_host && is_self_exe(path))
         path = rt_cfg.exe_host;
     /* Check what the kernel would check before committing, since after our own execve the
      * guest can no longer be told that the file was missing or not executable. */
@@ -223,6 +556,10 @@ static iptr do_execve(struct regs *r, uptr nr, struct kucontext *uc) {
     if (!host)
         host = path;
     iptr fd = sys3(NR_open, host, O_RDONLY | O_CLOEXEC, 0);
+    if (fd == -ENOENT && !rt_cfg.view_host)
+        note_missing(nr, site, AT_FDCWD, path);
+    else if (fd >= 0 && host == path && rt_cfg.view_host)
+        note_host(nr, site, AT_FDCWD, path);
     if (fd < 0)
         return fd == -EISDIR ? -EACCES : fd;
     struct kstat st;
@@ -248,21 +585,31 @@ static iptr do_execve(struct regs *r, uptr nr, struct kucontext *uc) {
         return -ENOEXEC;
     }
 
-    const char *opts[16];
+    /* The new runtime keeps this one's view and descriptors (--fds): nothing is built again. */
+    const char *opts[20 + 2 * RT_MAX_BINDS];
+    char fds[48];
+    rt_fmt(fds, sizeof fds, "%d,%d,%d", rt_cfg.fd_proc, rt_cfg.fd_host, rt_cfg.fd_rec);
     int k = 0;
-    opts[k++] = rt_cfg.self;
-    opts[k++] = "--bundle";
-    opts[k++] = rt_cfg.bundle;
+    opts[k++] = "litebox-runtime";
+    opts[k++] = "--fds";
+    opts[k++] = fds;
+    if (rt_cfg.view_host) {
+        opts[k++] = "--host-fs";
+        opts[k++] = "--bundle";
+        opts[k++] = rt_cfg.bundle;
+    }
+    for (int i = 0; i < rt_cfg.nbinds; i++) {
+        opts[k++] = "--bind-dest";
+        opts[k++] = rt_cfg.bind_dest[i];
+    }
     opts[k++] = "--abi";
     opts[k++] = rt_cfg.abi_resume ? "resume" : "redzone";
-    if (rt_cfg.report[0]) {
-        opts[k++] = "--report";
-        opts[k++] = rt_cfg.report;
-    }
     if (rt_cfg.trace)
         opts[k++] = "--trace";
     if (rt_cfg.strict)
         opts[k++] = "--strict";
+    if (rt_cfg.strict_files)
+        opts[k++] = "--strict-files";
     if (rt_cfg.filtered)
         opts[k++] = "--seccomp-inherited";
     opts[k++] = "--";
@@ -290,7 +637,11 @@ static iptr do_execve(struct regs *r, uptr nr, struct kucontext *uc) {
         u64 m = uc->uc_sigmask & ~SIGBIT(SIGSYS);
         sys4(NR_rt_sigprocmask, SIG_SETMASK, &m, &saved, 8);
     }
-    iptr res = sys3(NR_execve, rt_cfg.self, nv, envp);
+    /* This runtime's own file, which the guest's view may not show. */
+    iptr self = sys4(NR_openat, rt_cfg.fd_proc, "self/exe", O_PATH | O_CLOEXEC, 0);
+    iptr res = self < 0 ? self : sys5(NR_execveat, self, "", nv, envp, AT_EMPTY_PATH);
+    if (self >= 0)
+        sys1(NR_close, self);
     if (uc)
         sys4(NR_rt_sigprocmask, SIG_SETMASK, &saved, NULL, 8);
     if (nv != small)
@@ -316,7 +667,26 @@ static iptr clone_on_stack(struct child_start *cs, uptr nr, iptr a0, iptr a1, ip
     return res;
 }
 
+static iptr do_clone_(struct regs *r, uptr nr, struct kucontext *uc);
+
+/* A process the guest created (LiteBox's runner at upstream main #828 creates none). */
+static iptr counted(iptr res, const char *kind) {
+    if (res > 0)
+        rt_note('F', kind, "-");
+    return res;
+}
+
 static iptr do_clone(struct regs *r, uptr nr, struct kucontext *uc) {
+    iptr res = do_clone_(r, nr, uc);
+    if (nr == NR_fork || nr == NR_vfork)
+        return counted(res, nr == NR_fork ? "fork" : "vfork");
+    u64 flags = REG_A0(r);
+    if (nr == NR_clone3 && REG_A1(r) >= 8)
+        flags = *(const u64 *)REG_A0(r);
+    return (flags & CLONE_THREAD) ? res : counted(res, "clone");
+}
+
+static iptr do_clone_(struct regs *r, uptr nr, struct kucontext *uc) {
     iptr res;
     if (nr == NR_fork || nr == NR_vfork) {
         /* vfork as fork: a vfork child would return through the callback on the parent's stack
@@ -665,6 +1035,8 @@ static iptr do_old_sigprocmask(struct regs *r, struct kucontext *uc) {
     }
     return sys3(NR_sigprocmask, how, set, oset);
 }
+#endif
+
 
 /* Reads guest memory that may not be mapped: the kernel checks it (-EFAULT) instead of us
  * faulting on a guest thread. */
@@ -676,23 +1048,28 @@ int rt_peek(void *dst, uptr src, size_t n) {
     iptr got = sys6(NR_process_vm_readv, sys0(NR_getpid), (iptr)&local, 1, (iptr)&remote, 1, 0);
     return got == (iptr)n ? 0 : -EFAULT;
 }
-#endif
 
 /* --- the dispatcher -------------------------------------------------------------------------------- */
 
-static iptr do_special(struct regs *r, uptr nr, struct kucontext *uc) {
-    if (special[nr] == PATH0)
-        return path_call(r, nr, 0);
-    if (special[nr] == PATH1)
-        return path_call(r, nr, 1);
+static iptr do_special(struct regs *r, uptr nr, struct kucontext *uc, uptr site) {
+    switch (special[nr]) {
+    case PATH0:
+        return path_call(r, nr, 0, site);
+    case PATH1:
+        return path_call(r, nr, 1, site);
+    case WRITE:
+        return do_write(r, nr, site);
+    }
     switch (nr) {
     case NR_execve:
     case NR_execveat:
-        return do_execve(r, nr, uc);
+        return do_execve(r, nr, uc, site);
     case NR_chdir:
-        return do_chdir(r);
+        return do_chdir(r, site);
     case NR_getcwd:
         return do_getcwd(r);
+    case NR_close_range:
+        return do_close_range(r);
     case NR_mmap:
 #ifdef __i386__
     case NR_mmap2:
@@ -726,20 +1103,26 @@ static iptr do_special(struct regs *r, uptr nr, struct kucontext *uc) {
     return -ENOSYS; /* not reached */
 }
 
+/* Performs a guest syscall, trampolined or escaped (uc: the SIGSYS handler's context). */
+static iptr perform(struct regs *r, uptr nr, struct kucontext *uc, uptr site) {
+    if (__builtin_expect(nr < RT_NCOUNT, 1)) {
+        if (fd_args[nr] && touches_guarded(r, fd_args[nr]))
+            return -EBADF;
+        if (special[nr])
+            return do_special(r, nr, uc, site);
+    }
+    return sys6((iptr)nr, (iptr)REG_A0(r), (iptr)REG_A1(r), (iptr)REG_A2(r), (iptr)REG_A3(r),
+                (iptr)REG_A4(r), (iptr)REG_A5(r));
+}
+
 __attribute__((used)) void rt_dispatch(struct regs *r) {
     uptr nr = REG_NR(r);
     uptr site = REG_SITE(r);
     rt_count(nr, site);
-    iptr res;
-    if (__builtin_expect(nr < RT_NCOUNT && special[nr], 0)) {
-        if (rt_cfg.trace && (nr == NR_exit || nr == NR_exit_group || nr == NR_execve ||
-                             nr == NR_execveat))
-            rt_trace(nr, 0, site, 0);
-        res = do_special(r, nr, NULL);
-    } else {
-        res = sys6((iptr)nr, (iptr)REG_A0(r), (iptr)REG_A1(r), (iptr)REG_A2(r), (iptr)REG_A3(r),
-                   (iptr)REG_A4(r), (iptr)REG_A5(r));
-    }
+    if (__builtin_expect(rt_cfg.trace, 0) &&
+        (nr == NR_exit || nr == NR_exit_group || nr == NR_execve || nr == NR_execveat))
+        rt_trace(nr, 0, site, 0);
+    iptr res = perform(r, nr, NULL, site);
     REG_NR(r) = (uptr)res;
     if (__builtin_expect(rt_cfg.trace, 0))
         rt_trace(nr, res, site, 1);
@@ -786,13 +1169,7 @@ __attribute__((used)) void rt_sigsys(int sig, struct ksiginfo *si, struct kucont
         rt_sigreturn_at(UC_SP(uc), nr);
     struct regs r;
     regs_from_uc(&r, uc, nr);
-    iptr res;
-    if (nr < RT_NCOUNT && special[nr])
-        res = do_special(&r, nr, uc);
-    else
-        res = sys6((iptr)nr, (iptr)REG_A0(&r), (iptr)REG_A1(&r), (iptr)REG_A2(&r),
-                   (iptr)REG_A3(&r), (iptr)REG_A4(&r), (iptr)REG_A5(&r));
-    UC_RESULT(uc) = (uptr)res;
+    UC_RESULT(uc) = (uptr)perform(&r, nr, uc, addr);
 }
 
 #ifdef __i386__
@@ -814,12 +1191,6 @@ __attribute__((used)) void rt_vsyscall_dispatch(struct regs *r) {
         rt_strict_stop(nr, site);
     if (IS_SIGRETURN(nr)) /* the frame lies where the caller's ESP was before its call */
         rt_sigreturn_at((uptr)(&r->eip + 1), nr);
-    iptr res;
-    if (nr < RT_NCOUNT && special[nr])
-        res = do_special(r, nr, NULL);
-    else
-        res = sys6((iptr)nr, (iptr)REG_A0(r), (iptr)REG_A1(r), (iptr)REG_A2(r), (iptr)REG_A3(r),
-                   (iptr)REG_A4(r), (iptr)REG_A5(r));
-    REG_NR(r) = (uptr)res;
+    REG_NR(r) = (uptr)perform(r, nr, NULL, site);
 }
 #endif

@@ -118,7 +118,7 @@ static int maps_load(struct maps *m) {
     m->n = 0;
     m->text = rt_map_anon(MAPS_TEXT);
     m->ent = rt_map_anon(MAPS_ENTS * sizeof(struct map_ent));
-    int fd = (int)sys3(NR_open, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
+    int fd = (int)sys4(NR_openat, rt_cfg.fd_proc, "self/maps", O_RDONLY | O_CLOEXEC, 0);
     if (!m->text || !m->ent || fd < 0) {
         if (fd >= 0)
             sys1(NR_close, fd);
@@ -202,7 +202,7 @@ static const char *describe(const struct maps *m, uptr addr, uptr *off) {
         return "?";
     *off = e->off + (addr - e->start);
     const char *p = e->path;
-    if (rt_startswith(p, rt_cfg.bundle) && p[rt_cfg.bundle_len] == '/')
+    if (rt_cfg.bundle_len && rt_startswith(p, rt_cfg.bundle) && p[rt_cfg.bundle_len] == '/')
         p += rt_cfg.bundle_len;
     return p;
 }
@@ -210,14 +210,13 @@ static const char *describe(const struct maps *m, uptr addr, uptr *off) {
 /* --- records for the report -------------------------------------------------------------------- */
 
 struct recbuf {
-    int fd;
     uptr len;
     char buf[2048];
 };
 
 static void rec_flush(struct recbuf *b) {
-    if (b->fd >= 0 && b->len)
-        rt_write_all(b->fd, b->buf, b->len);
+    if (b->len)
+        rt_write_all(rt_cfg.fd_rec, b->buf, b->len);
     b->len = 0;
 }
 
@@ -230,17 +229,12 @@ static void rec_line(struct recbuf *b, const char *line, int n) {
 }
 
 void rt_dump_records(const char *why) {
-    if (!rt_cfg.report[0])
+    if (rt_cfg.fd_rec < 0)
         return;
     struct recbuf *b = rt_map_anon(sizeof *b);
     if (!b)
         return;
-    b->fd = (int)sys3(NR_open, rt_cfg.report, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     b->len = 0;
-    if (b->fd < 0) {
-        sys2(NR_munmap, b, sizeof *b);
-        return;
-    }
     char line[RT_PATH_MAX + 128];
     iptr pid = sys0(NR_getpid);
     int n = rt_fmt(line, sizeof line, "P %ld %ld %s %s\n", pid, sys0(NR_getppid), why, rt_cfg.exe);
@@ -282,7 +276,6 @@ void rt_dump_records(const char *why) {
     }
     maps_free(&m);
     rec_flush(b);
-    sys1(NR_close, b->fd);
     sys2(NR_munmap, b, sizeof *b);
 }
 
@@ -306,16 +299,43 @@ void rt_strict_stop(uptr nr, uptr addr) {
     rt_say("escaped syscall %s (%lu) at 0x%lx in %s+0x%lx: stopped (--strict)",
            rt_syscall_name(nr), nr, addr, obj, off);
     maps_free(&m);
-    if (rt_cfg.report[0]) {
-        char line[RT_PATH_MAX + 128];
-        int fd = (int)sys3(NR_open, rt_cfg.report, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (rt_cfg.fd_rec >= 0) {
+        char line[128];
         int n = rt_fmt(line, sizeof line, "X %ld %lu 0x%lx\n", sys0(NR_getpid), nr, addr);
-        if (fd >= 0) {
-            rt_write_all(fd, line, (uptr)n);
-            sys1(NR_close, fd);
-        }
+        rt_write_all(rt_cfg.fd_rec, line, (uptr)n);
     }
     rt_dump_records("strict");
     rt_exit(STRICT_STATUS);
+}
+
+void rt_strict_files_stop(uptr nr, uptr site, const char *path) {
+    struct maps m;
+    maps_load(&m);
+    uptr off;
+    const char *obj = describe(&m, site, &off);
+    rt_say("%s: %s at %s+0x%lx looked for a path the bundle lacks and the host has: stopped "
+           "(--strict-files)",
+           path, rt_syscall_name(nr), obj, off);
+    maps_free(&m);
+    if (rt_cfg.fd_rec >= 0) {
+        char line[128];
+        int n = rt_fmt(line, sizeof line, "X %ld %lu 0x%lx files\n", sys0(NR_getpid), nr, site);
+        rt_write_all(rt_cfg.fd_rec, line, (uptr)n);
+    }
+    rt_dump_records("strict");
+    rt_exit(STRICT_STATUS);
+}
+
+void rt_note(char kind, const char *head, const char *path) {
+    if (rt_cfg.fd_rec < 0)
+        return;
+    char pre[160];
+    int n = rt_fmt(pre, sizeof pre, "%c %ld %s ", kind, sys0(NR_getpid), head);
+    struct {
+        const void *base;
+        uptr len;
+    } iov[3] = {{pre, (uptr)n}, {path, rt_strlen(path)}, {"\n", 1}};
+    /* One writev on an O_APPEND file: lines of processes writing at once never mix. */
+    sys3(NR_writev, rt_cfg.fd_rec, iov, 3);
 }
 

@@ -11,7 +11,18 @@ execve (see callback.c). Lines start with a kind and the pid:
                                                 CD 80, or of an unrewritten i386
                                                 `call *%gs:0x10` that entered the runtime
                                                 through AT_SYSINFO)
-    X pid nr address                       a --strict stop
+    X pid nr address [files]               a --strict stop (files: a --strict-files one)
+    M pid nr site path                     LiteBox view: a lookup failed (ENOENT) for a path the
+                                           host has (the bundle lacks it)
+    H pid nr site kind path                --host-fs: a lookup succeeded on the host (kind: f, d,
+                                           l for file, directory, symlink)
+    W pid nr site errno how path           a write LiteBox refuses (how r) or where its runner
+                                           panics (how p); the call failed with errno
+    F pid kind -                           the guest created a process (fork, vfork, clone)
+
+M, H and W name their site by address; the object and file offset come from the S or E line of
+the same process and address (written when the process dumps its records). Paths are absolute
+guest paths, normalised, and come last on their line (they may hold spaces).
 
 Objects are shown at their in-bundle paths ("?" when no mapping holds the address). Numbers are
 the guest ABI's (x86-64 or i386): ``arch`` picks the table that names them.
@@ -49,6 +60,22 @@ class Escape:
         }
 
 
+@dataclass(frozen=True)
+class PathUse:
+    """One path event of a process: what was looked up or written, by which syscall where."""
+
+    pid: int
+    nr: int
+    site: int
+    path: str
+    extra: tuple[str, ...] = ()  # H: (kind,); W: (errno, how)
+
+
+DELETED = " (deleted)"  # how /proc/self/maps shows an object the guest removed meanwhile
+LITEBOX_HOW = {"r": "refuses", "p": "panics"}
+KINDS = {"f": "file", "d": "dir", "l": "symlink"}
+
+
 @dataclass
 class Records:
     pids: set[int] = field(default_factory=set)
@@ -60,6 +87,11 @@ class Records:
     strict_stop: dict[str, Any] | None = None
     bad_lines: int = 0
     arch: str = "x86_64"
+    missing: list[PathUse] = field(default_factory=list)
+    host_used: list[PathUse] = field(default_factory=list)
+    refused: list[PathUse] = field(default_factory=list)
+    created: Counter[str] = field(default_factory=Counter)  # fork, vfork, clone
+    where: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)  # (pid, addr)
 
     @property
     def escape_count(self) -> int:
@@ -87,22 +119,61 @@ def _parse_line(rec: Records, line: str) -> None:
         _pid, nr, count = rest.split(" ")
         rec.counts[int(nr)] += int(count)
     elif kind == "S":
-        _pid, _addr, off, obj = rest.split(" ", 3)
+        pid, addr, off, obj = rest.split(" ", 3)
+        obj = obj.removesuffix(DELETED)
         rec.sites.add((obj, int(off, 16)))
+        rec.where.setdefault((int(pid), int(addr, 16)), (obj, int(off, 16)))
     elif kind == "L":
         rec.sites_lost += int(rest.split(" ")[1])
     elif kind == "E":
         pid, nr, count, addr, off, obj = rest.split(" ", 5)
+        obj = obj.removesuffix(DELETED)
         key = (obj, int(off, 16), int(nr))
         esc = rec.escapes.setdefault(key, Escape(int(nr), obj, int(off, 16)))
         esc.count += int(count)
         esc.addresses.add(int(addr, 16))
         esc.pids.add(int(pid))
+        rec.where.setdefault((int(pid), int(addr, 16)), (obj, int(off, 16)))
     elif kind == "X":
-        pid, nr, addr = rest.split(" ")
-        rec.strict_stop = {"pid": int(pid), "syscall": name(int(nr), rec.arch), "address": addr}
+        pid, nr, addr, *what = rest.split(" ")
+        rec.strict_stop = {
+            "pid": int(pid),
+            "syscall": name(int(nr), rec.arch),
+            "address": addr,
+            "reason": "missing-file" if what == ["files"] else "escape",
+        }
+    elif kind in ("M", "H", "W"):
+        words = 3 + {"M": 0, "H": 1, "W": 2}[kind]
+        *head, path = rest.split(" ", words)
+        use = PathUse(int(head[0]), int(head[1]), int(head[2], 16), path, tuple(head[3:]))
+        {"M": rec.missing, "H": rec.host_used, "W": rec.refused}[kind].append(use)
+    elif kind == "F":
+        created = rest.split(" ")[1]
+        if created not in ("fork", "vfork", "clone"):
+            raise ValueError(created)
+        rec.created[created] += 1
     else:
         raise ValueError(kind)
+
+
+def path_items(rec: Records, uses: list[PathUse]) -> list[dict[str, Any]]:
+    """One item per (path, syscall), sorted by path: the first site seen, and how often."""
+    items: dict[tuple[str, str], dict[str, Any]] = {}
+    for u in uses:
+        syscall = name(u.nr, rec.arch)
+        item = items.get((u.path, syscall))
+        if item is None:
+            obj, off = rec.where.get((u.pid, u.site), ("?", 0))
+            item = {"path": u.path, "syscall": syscall, "object": obj, "offset": f"{off:#x}"}
+            if len(u.extra) == 1:
+                item["kind"] = KINDS.get(u.extra[0], "file")
+            elif len(u.extra) == 2:
+                item["errno"] = u.extra[0]
+                item["litebox"] = LITEBOX_HOW.get(u.extra[1], "refuses")
+            item["count"] = 0
+            items[(u.path, syscall)] = item
+        item["count"] += 1
+    return [items[k] for k in sorted(items)]
 
 
 def build_report(
@@ -113,6 +184,7 @@ def build_report(
     args: list[str],
     abi: str,
     status: int,
+    view: str,
 ) -> dict[str, Any]:
     by_object: Counter[str] = Counter(obj for obj, _ in rec.sites)
     escapes = sorted(rec.escapes.values(), key=lambda e: (e.obj, e.file_offset))
@@ -125,7 +197,18 @@ def build_report(
         "arch": rec.arch,
         "exit_status": status if status >= 0 else None,
         "signal": -status if status < 0 else None,
-        "processes": len(rec.pids),
+        "view": view,
+        "processes": {
+            "created": sum(rec.created.values()),
+            "fork": rec.created["fork"],
+            "vfork": rec.created["vfork"],
+            "clone": rec.created["clone"],
+        },
+        "files": {
+            "missing": path_items(rec, rec.missing),
+            "host_used": path_items(rec, rec.host_used),
+            "refused_writes": path_items(rec, rec.refused),
+        },
         "images": rec.execs,
         "syscalls": {
             "total": sum(rec.counts.values()),

@@ -25,7 +25,7 @@ typedef __SIZE_TYPE__ size_t;
 #define PAGE_DOWN(x) ((uptr)(x) & ~(PAGE - 1))
 #define PAGE_UP(x) (((uptr)(x) + PAGE - 1) & ~(PAGE - 1))
 #define RT_PATH_MAX 4096
-#define STRICT_STATUS 125 /* exit status of a --strict stop; documented in run.py */
+#define STRICT_STATUS 125 /* exit status of a --strict or --strict-files stop; see run.py */
 #define LAUNCH_STATUS 127 /* the runtime could not load a program after an execve */
 
 #if defined(__x86_64__)
@@ -42,6 +42,9 @@ typedef __SIZE_TYPE__ size_t;
 #define AT_EMPTY_PATH 0x1000
 #define O_RDONLY 0
 #define O_WRONLY 1
+#define O_RDWR 2
+#define O_ACCMODE 3
+#define O_TRUNC 01000
 #define O_CREAT 0100
 #define O_APPEND 02000
 #define O_DIRECTORY 0200000
@@ -74,6 +77,7 @@ typedef __SIZE_TYPE__ size_t;
 #define X_OK 1
 #define S_IFMT 0170000
 #define S_IFDIR 0040000
+#define S_IFLNK 0120000
 #define S_IFREG 0100000
 
 #define EPERM 1
@@ -159,11 +163,17 @@ int rt_elf_facts(int fd, struct elf_facts *f, u64 seg_off_match, uptr *seg_vaddr
 iptr rt_map_blob(int fd, const struct elf_facts *f, uptr bias, int fixed_flags);
 
 /* --- globals set up by the loader, read by the callback ------------------------------------------- */
+#define RT_MAX_BINDS 8
 struct rt_config {
-    char bundle[RT_PATH_MAX]; /* absolute, no trailing slash */
-    size_t bundle_len;
-    char self[RT_PATH_MAX];   /* this runtime, for execve */
-    char report[RT_PATH_MAX]; /* record file (appended per process), "" for none */
+    char bundle[RT_PATH_MAX]; /* --host-fs: the bundle's directory, absolute, no trailing slash */
+    size_t bundle_len;        /* 0 in the LiteBox view: no path is ever translated */
+    int view_host;            /* 0: the LiteBox view, 1: --host-fs */
+    /* Kept across execve and guarded from the guest (view.c): the host's /proc, the host's /
+     * and the record file (-1 when there is none). */
+    int fd_proc, fd_host, fd_rec;
+    int strict_files;
+    int nbinds;
+    char bind_dest[RT_MAX_BINDS][256]; /* guest directories of --bind: writable, like /tmp */
     char exe[RT_PATH_MAX];    /* the guest's /proc/self/exe, as the guest should see it */
     char exe_host[RT_PATH_MAX]; /* the file actually loaded, for open("/proc/self/exe") */
     int abi_resume;             /* 0: redzone stubs, 1: resume stubs (x86-64 only) */
@@ -186,9 +196,18 @@ __attribute__((noreturn)) void rt_sigreturn_at(uptr sp, uptr nr);
 /* callback.c */
 void rt_dispatch(struct regs *r);
 void rt_sigsys(int sig, struct ksiginfo *si, struct kucontext *uc);
+/* Copies n bytes of guest memory at src: 0 or -EFAULT (never faults itself). */
+int rt_peek(void *dst, uptr src, size_t n);
 /* Resolves an absolute guest path into the bundle when the bundle has a non-directory there.
  * Returns buf (bundle path) or NULL (use the guest path as is). */
 const char *rt_bundle_path(const char *path, char *buf);
+
+/* view.c */
+/* Opens the descriptors the runtime keeps (the host's /proc and /, the record file). */
+void rt_view_open_fds(const char *report);
+/* Builds the guest's file system (a new user and mount namespace) and enters it; returns 0 or
+ * -errno from unshare when user namespaces are not available. */
+int rt_view_build(const char *stage, const char *lower, const char *const *binds, int nbinds);
 
 /* records.c */
 #define RT_NCOUNT 512 /* counters per syscall number; larger numbers share the last one */
@@ -197,7 +216,11 @@ void rt_count(uptr nr, uptr site);
 void rt_escape_hit(uptr addr, uptr nr);
 void rt_child_after_fork(void);
 void rt_dump_records(const char *why);
+/* One record line "KIND pid HEAD PATH" (see report.py), written at once to the record file. */
+void rt_note(char kind, const char *head, const char *path);
 void rt_trace(uptr nr, iptr res, uptr site, int done);
 __attribute__((noreturn)) void rt_strict_stop(uptr nr, uptr addr);
+/* --strict-files: the guest looked up `path`, which the bundle lacks and the host has. */
+__attribute__((noreturn)) void rt_strict_files_stop(uptr nr, uptr site, const char *path);
 
 #endif

@@ -1,8 +1,8 @@
 /* runtime.c: the litebox-pack runtime — runs a rewritten program on the host with its
- * trampolines live (spec/runtime.md). This file is the loader; callback.c serves the syscalls,
- * records.c keeps the counters for the report, elf.c reads ELF headers and trailers, lib.c has
- * the freestanding helpers and entry.S (entry32.S for i386) the assembly edges; rt.h with
- * arch_x86_64.h or arch_i386.h holds what they share.
+ * trampolines live (spec/runtime.md). This file is the loader; view.c builds the guest's file
+ * system, callback.c serves the syscalls, records.c keeps the counters for the report, elf.c
+ * reads ELF headers and trailers, lib.c has the freestanding helpers and entry.S (entry32.S for
+ * i386) the assembly edges; rt.h with arch_x86_64.h or arch_i386.h holds what they share.
  *
  * Key design decisions
  * --------------------
@@ -17,8 +17,8 @@
  *   AT_SYSINFO_EHDR on x86-64, so glibc never uses the vDSO; i386: see below) and jumps to the
  *   entry point. brk is not touched: the guest's brk calls get the process's own heap. comm,
  *   /proc/self/cmdline, environ and auxv are pointed at the guest's (PR_SET_NAME,
- *   PR_SET_MM_MAP); /proc/self/exe is answered by the callback (readlink, open, execve) with the
- *   guest's program.
+ *   PR_SET_MM_MAP). With --host-fs /proc/self/exe is answered by the callback (readlink, open,
+ *   execve) with the guest's program; LiteBox's view has no /proc at all.
  * - The callback (entry.S) saves every guest register and the flags into a struct regs below
  *   the guest's red zone, calls rt_dispatch and returns to the continuation with only
  *   RAX/RCX/R11 changed. Plain syscalls are issued from the runtime's text with the guest's
@@ -38,16 +38,24 @@
  *   switch this off by accident: SIGSYS is removed from every mask it blocks or installs, its
  *   sigaction for SIGSYS is kept aside (and honoured for SIGSYS it sends itself), and
  *   PR_SET_NO_NEW_PRIVS makes the filter legal without privileges.
- * - execve re-executes this runtime (its path read from /proc/self/exe) with the same options
- *   after checking what the kernel would check (exists, executable, ELF or #!), so every new
- *   image is loaded with its trampolines. The filter survives execve; the new instance is told
- *   so (--seccomp-inherited) and does not stack another copy.
- * - Absolute paths go to the bundle first when it holds a non-directory there; directories
- *   and anything missing come from the host (/proc, /dev, /tmp, data, `ls /`).
+ * - The file system: before anything is loaded, view.c builds LiteBox's view (user and mount
+ *   namespaces: the bundle as tar_ro shows it under a private writable layer, /tmp, LiteBox's
+ *   devices, uid/gid 1000, cwd /) or, with --host-fs, the host's with a throwaway layer. No
+ *   path is translated in LiteBox's view: the kernel resolves every path in that tree, so no
+ *   syscall can miss it. The callback only checks writes against LiteBox's rules (refused or
+ *   a runner panic: the call fails with EACCES and is recorded) and records failed lookups of
+ *   paths the host has. With --host-fs, absolute paths go to the bundle first when it holds a
+ *   non-directory there (rt_bundle_path), as before the view existed.
+ * - execve re-executes this runtime (through the host's /proc/self/exe, kept as a descriptor)
+ *   with the same options and --fds, after checking what the kernel would check (exists,
+ *   executable, ELF or #!), so every new image is loaded with its trampolines and keeps the
+ *   view. The filter survives execve; the new instance is told so (--seccomp-inherited) and
+ *   does not stack another copy.
  * - Counters, distinct sites and escapes live in the runtime's .bss and are appended as text
- *   records to the --report file at exit, exit_group, execve and dlclose (whole lines,
- *   O_APPEND), so forked children and exec'd images are counted; report.py turns them into
- *   the JSON report.
+ *   records to the record file (a descriptor kept across execve) at exit, exit_group, execve
+ *   and dlclose (whole lines, O_APPEND), so forked children and exec'd images are counted;
+ *   path events (missing files, host files used, refused writes) and created processes are
+ *   appended as they happen; report.py turns them into the JSON report.
  *
  * i386
  * ----
@@ -219,15 +227,15 @@ static int open_image(const char *path, const char *host, struct image *im) {
  * path. */
 static void remember_exe(int fd, const char *fallback) {
     char link[32];
-    rt_fmt(link, sizeof link, "/proc/self/fd/%d", fd);
-    iptr n = sys3(NR_readlink, link, rt_cfg.exe_host, sizeof rt_cfg.exe_host - 1);
+    rt_fmt(link, sizeof link, "self/fd/%d", fd);
+    iptr n = sys4(NR_readlinkat, rt_cfg.fd_proc, link, rt_cfg.exe_host, sizeof rt_cfg.exe_host - 1);
     if (n <= 0) {
         rt_strlcpy(rt_cfg.exe_host, fallback, sizeof rt_cfg.exe_host);
         n = (iptr)rt_strlen(rt_cfg.exe_host);
     }
     rt_cfg.exe_host[n] = 0;
     const char *shown = rt_cfg.exe_host;
-    if (rt_startswith(shown, rt_cfg.bundle) && shown[rt_cfg.bundle_len] == '/')
+    if (rt_cfg.bundle_len && rt_startswith(shown, rt_cfg.bundle) && shown[rt_cfg.bundle_len] == '/')
         shown += rt_cfg.bundle_len;
     rt_strlcpy(rt_cfg.exe, shown, sizeof rt_cfg.exe);
 }
@@ -274,9 +282,46 @@ static void copy_opt(char *dst, const char *src, const char *name) {
 }
 
 static void usage(void) {
-    rt_say("usage: litebox-runtime --bundle DIR [--abi redzone|resume] [--trace] [--strict] "
-           "[--report FILE] [--load-from FILE] [--seccomp-inherited] -- PATH [ARGV...]");
+    rt_say("usage: litebox-runtime (--lower DIR | --host-fs --bundle DIR) --stage DIR "
+           "[--bind HOST:GUEST]... [--abi redzone|resume] [--trace] [--strict] [--strict-files] "
+           "[--report FILE] [--load-from FILE] -- PATH [ARGV...]   (an exec'd runtime: --fds "
+           "P,H,R [--bind-dest GUEST]... [--seccomp-inherited] instead of building the view)");
     rt_exit(2);
+}
+
+/* "P,H,R": the descriptors an exec'ing runtime kept (view.c). */
+static int parse_fds(const char *s) {
+    int v[3] = {-1, -1, -1}, k = 0, neg = 0, any = 0;
+    for (;; s++) {
+        if (*s == '-' && !any) {
+            neg = 1;
+        } else if (*s >= '0' && *s <= '9') {
+            v[k] = (any ? v[k] : 0) * 10 + (*s - '0');
+            any = 1;
+        } else if ((*s == ',' || !*s) && k < 3) {
+            if (neg)
+                v[k] = -1;
+            k++, neg = 0, any = 0;
+            if (!*s)
+                break;
+        } else {
+            return -1;
+        }
+    }
+    if (k != 3 || v[0] < 0 || v[1] < 0)
+        return -1;
+    rt_cfg.fd_proc = v[0];
+    rt_cfg.fd_host = v[1];
+    rt_cfg.fd_rec = v[2];
+    return 0;
+}
+
+static void add_bind_dest(const char *guest) {
+    if (rt_cfg.nbinds == RT_MAX_BINDS || guest[0] != '/' ||
+        rt_strlcpy(rt_cfg.bind_dest[rt_cfg.nbinds], guest, sizeof rt_cfg.bind_dest[0]) >=
+            sizeof rt_cfg.bind_dest[0])
+        die("too many, too long or relative", "--bind", 0);
+    rt_cfg.nbinds++;
 }
 
 /* --- seccomp ---------------------------------------------------------------------------------------- */
@@ -355,7 +400,7 @@ struct prctl_mm_map { /* __u64 fields on both ABIs */
 /* Fields 26..51 of /proc/self/stat (proc(5) numbering), or 0 on failure. */
 static int stat_fields(u64 *f) {
     char buf[1024];
-    int fd = (int)sys3(NR_open, "/proc/self/stat", O_RDONLY | O_CLOEXEC, 0);
+    int fd = (int)sys4(NR_openat, rt_cfg.fd_proc, "self/stat", O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return 0;
     iptr n = sys3(NR_read, fd, buf, sizeof buf - 1);
@@ -483,9 +528,11 @@ __attribute__((noreturn, used)) void rt_main(uptr *sp) {
         if (av[0] < AT_MAX)
             host_auxv[av[0]] = av[1];
 
-    const char *load_from = NULL;
-    int inherited = 0, i = 1;
+    const char *load_from = NULL, *lower = NULL, *stage = NULL, *binds[RT_MAX_BINDS];
+    static char report[RT_PATH_MAX];
+    int inherited = 0, have_fds = 0, i = 1;
     rt_cfg.bundle[0] = 0;
+    rt_cfg.fd_proc = rt_cfg.fd_host = rt_cfg.fd_rec = -1;
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (rt_streq(a, "--")) {
@@ -493,6 +540,28 @@ __attribute__((noreturn, used)) void rt_main(uptr *sp) {
             break;
         } else if (rt_streq(a, "--bundle") && i + 1 < argc) {
             copy_opt(rt_cfg.bundle, argv[++i], "--bundle");
+        } else if (rt_streq(a, "--lower") && i + 1 < argc) {
+            lower = argv[++i];
+        } else if (rt_streq(a, "--stage") && i + 1 < argc) {
+            stage = argv[++i];
+        } else if (rt_streq(a, "--host-fs")) {
+            rt_cfg.view_host = 1;
+        } else if (rt_streq(a, "--bind") && i + 1 < argc) {
+            const char *b = argv[++i], *sep = b;
+            while (*sep && *sep != ':')
+                sep++;
+            if (!*sep)
+                usage();
+            binds[rt_cfg.nbinds < RT_MAX_BINDS ? rt_cfg.nbinds : 0] = b;
+            add_bind_dest(sep + 1);
+        } else if (rt_streq(a, "--bind-dest") && i + 1 < argc) {
+            add_bind_dest(argv[++i]);
+        } else if (rt_streq(a, "--fds") && i + 1 < argc) {
+            if (parse_fds(argv[++i]) < 0)
+                usage();
+            have_fds = 1;
+        } else if (rt_streq(a, "--strict-files")) {
+            rt_cfg.strict_files = 1;
         } else if (rt_streq(a, "--abi") && i + 1 < argc) {
             i++;
             if (rt_streq(argv[i], "resume"))
@@ -500,7 +569,7 @@ __attribute__((noreturn, used)) void rt_main(uptr *sp) {
             else if (!rt_streq(argv[i], "redzone"))
                 usage();
         } else if (rt_streq(a, "--report") && i + 1 < argc) {
-            copy_opt(rt_cfg.report, argv[++i], "--report");
+            copy_opt(report, argv[++i], "--report");
         } else if (rt_streq(a, "--load-from") && i + 1 < argc) {
             load_from = argv[++i];
         } else if (rt_streq(a, "--trace")) {
@@ -513,15 +582,34 @@ __attribute__((noreturn, used)) void rt_main(uptr *sp) {
             usage();
         }
     }
-    if (i >= argc || rt_cfg.bundle[0] != '/')
+    if (i >= argc || (rt_cfg.view_host ? rt_cfg.bundle[0] != '/' : rt_cfg.bundle[0] != 0))
+        usage();
+    if (!have_fds && (!stage || (!rt_cfg.view_host && !lower)))
         usage();
     rt_cfg.bundle_len = rt_strlen(rt_cfg.bundle);
     while (rt_cfg.bundle_len > 1 && rt_cfg.bundle[rt_cfg.bundle_len - 1] == '/')
         rt_cfg.bundle[--rt_cfg.bundle_len] = 0;
-    iptr n = sys3(NR_readlink, "/proc/self/exe", rt_cfg.self, sizeof rt_cfg.self - 1);
-    if (n <= 0)
-        die("cannot find the runtime itself", "/proc/self/exe", n);
-    rt_cfg.self[n] = 0;
+    /* A --hooked main binary lives beside the tar, outside the view: open it first. */
+    int preopened = -1;
+    if (load_from) {
+        preopened = (int)sys3(NR_open, load_from, O_RDONLY | O_CLOEXEC, 0);
+        if (preopened < 0)
+            die("cannot open", load_from, preopened);
+    }
+    if (!have_fds) {
+        rt_view_open_fds(report);
+        iptr r = rt_view_build(stage, lower, binds, rt_cfg.nbinds);
+        if (r < 0 && !rt_cfg.view_host) {
+            rt_say("user namespaces are not available here (unshare: errno %ld), and the LiteBox "
+                   "view needs them: run with --host-fs to use the host's file system instead",
+                   -r);
+            rt_exit(1);
+        }
+        if (r < 0)
+            rt_say("warning: user namespaces are not available here (unshare: errno %ld): the "
+                   "guest's writes reach the host's file system",
+                   -r);
+    }
 #ifdef __i386__
     rt_cfg.callback = (uptr)rt_callback_i386; /* one stub ABI on i386 (both --abi values) */
 #else
@@ -540,10 +628,10 @@ __attribute__((noreturn, used)) void rt_main(uptr *sp) {
     int fd = -1;
     struct image prog, interp;
     for (int depth = 0;; depth++) {
-        const char *host = (depth == 0 && load_from) ? load_from : rt_bundle_path(path, resolved);
+        const char *host = rt_bundle_path(path, resolved);
         if (!host)
             host = path;
-        fd = (int)sys3(NR_open, host, O_RDONLY | O_CLOEXEC, 0);
+        fd = depth == 0 && preopened >= 0 ? preopened : (int)sys3(NR_open, host, O_RDONLY | O_CLOEXEC, 0);
         if (fd < 0)
             die("cannot open", path, fd);
         char head[256];
