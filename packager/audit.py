@@ -18,7 +18,8 @@ named ``audit_format``, changes only with incompatible changes)::
                          "tool": str|null, "version": str|null, "abi": str|null},
      "summary": {"members": int, "elf": int, "patched": int, "checked-nothing-to-patch": int,
                  "unpatched": int, "invalid-trailer": int, "non-elf": int, "sites": int,
-                 "unpatchable_sites": int, "kept_sites": int, "mismatches": int, "problems": int},
+                 "unpatchable_sites": int, "kept_sites": int, "data_in_code_sites": int,
+                 "mismatches": int, "problems": int},
      "members": [{"path": str, "size": int, "mode": int, "sha256": str, "class": str,
                   "elf": null | {"bits": 32|64, "machine": str},
                   "abi": str|null, "sites": int,
@@ -27,6 +28,7 @@ named ``audit_format``, changes only with incompatible changes)::
                   "reason": str|null,        # why unpatched / what is wrong with the trailer
                   "unpatchable": int|null,   # from the manifest
                   "kept": int|null,          # of those, left as syscalls (--unpatchable keep)
+                  "data_in_code": [{"address": int, "why": str}],  # from the manifest
                   "manifest": null | {"outcome": str|null, "reason": str|null,
                                       "sites": int|null, "trampoline_size": int|null},
                   "mismatches": [str], "notes": [str]}],
@@ -83,7 +85,8 @@ class FailOn(StrEnum):
     UNPATCHED = "unpatched"
     UNPATCHABLE = "unpatchable"
     MISMATCH = "mismatch"
-    ANY = "any"
+    DATA_IN_CODE = "data-in-code"
+    ANY = "any"  # every class above but data-in-code, which is handled, not a defect
 
 
 STUB_KINDS = ("redzone", "resume", "i386", "other")
@@ -189,6 +192,7 @@ class MemberReport:
     reason: str | None = None
     unpatchable: int | None = None
     kept: int | None = None  # of ``unpatchable``: left as syscalls (--unpatchable keep)
+    data_in_code: list[dict[str, Any]] = field(default_factory=list)
     manifest: dict[str, Any] | None = None
     mismatches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -220,6 +224,7 @@ class MemberReport:
             "reason": self.reason,
             "unpatchable": self.unpatchable,
             "kept": self.kept,
+            "data_in_code": list(self.data_in_code),
             "manifest": (
                 {k: m.get(k) for k in ("outcome", "reason", "sites", "trampoline_size")}
                 if m is not None
@@ -325,6 +330,10 @@ class AuditReport:
         return sum(m.kept or 0 for m in self.members)
 
     @property
+    def data_in_code_sites(self) -> int:
+        return sum(len(m.data_in_code) for m in self.members)
+
+    @property
     def mismatches(self) -> int:
         return sum(len(m.mismatches) for m in self.members)
 
@@ -343,6 +352,9 @@ class AuditReport:
         if fail_on in (FailOn.UNPATCHABLE, FailOn.ANY) and self.unpatchable_sites:
             files = sum(1 for m in self.members if m.unpatchable)
             out.append(f"{self.unpatchable_sites} unpatchable site(s) in {files} file(s)")
+        if fail_on is FailOn.DATA_IN_CODE and self.data_in_code_sites:
+            files = sum(1 for m in self.members if m.data_in_code)
+            out.append(f"{self.data_in_code_sites} data-in-code site(s) in {files} file(s)")
         if fail_on in (FailOn.MISMATCH, FailOn.ANY):
             if self.mismatches:
                 out.append(f"{self.mismatches} manifest/bytes mismatch(es)")
@@ -358,6 +370,8 @@ class AuditReport:
             f"{self.bundle}: {len(self.members)} file(s), {n_elf} ELF ({parts}), "
             f"{self.count(Cls.NON_ELF)} non-ELF; {self.sites} site(s)"
         )
+        if self.manifest is not None and self.manifest.valid:
+            text += f" (patched {self.sites}, data-in-code {self.data_in_code_sites})"
         if self.abi:
             text += f"; ABI {self.abi}"
         if self.manifest is None:
@@ -383,6 +397,7 @@ class AuditReport:
             sites=self.sites,
             unpatchable_sites=self.unpatchable_sites,
             kept_sites=self.kept_sites,
+            data_in_code_sites=self.data_in_code_sites,
             mismatches=self.mismatches,
             problems=len(self.problems),
         )
@@ -610,6 +625,13 @@ def cross_check(report: AuditReport, info: ManifestInfo) -> None:
         reason = _str(entry.get("reason"))
         m.unpatchable = _unpatchable_count(entry)
         m.kept = _strategy_count(entry, "kept")
+        listed = entry.get("data_in_code")
+        if isinstance(listed, list):
+            m.data_in_code = [
+                {"address": d["address"], "why": _str(d.get("why")) or ""}
+                for d in listed
+                if isinstance(d, dict) and _int(d.get("address")) is not None
+            ]
         sha_out, sha_in = _str(entry.get("sha256_out")), _str(entry.get("sha256_in"))
         if sha_out != m.sha256:
             m.mismatches.append(f"sha256 {m.sha256[:12]}… differs from manifest sha256_out")

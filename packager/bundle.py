@@ -46,6 +46,8 @@ class BundleSummary:
     cached: int = 0
     policy: str = "fail"  # --unpatchable: what was done at the sites listed in ``unpatchable``
     unpatchable: list[tuple[str, list[int]]] = field(default_factory=list)  # (source, addresses)
+    # source -> its data-in-code sites ({"address", "why"}), the sites left as they are
+    data_in_code: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def unpatchable_sites(self) -> int:
@@ -71,6 +73,11 @@ class BundleSummary:
                     for src, addrs in self.unpatchable
                 ],
             },
+            "data_in_code": [
+                {"source": src, **site}
+                for src, sites in self.data_in_code.items()
+                for site in sites
+            ],
         }
 
 
@@ -164,6 +171,8 @@ def _entry(
         "strategies": o.get("strategies", {}),
         "trampoline_size": trampoline["size"] if trampoline else 0,
         "unpatchable": o.get("unpatchable", []),
+        "data_in_code": o.get("data_in_code", []),
+        "code_map": o.get("code_map"),
         "fork_patch": o.get("fork_patch"),
         "included_because": reasons,
     }
@@ -220,6 +229,8 @@ def write_bundle(
             summary.cached += r.cached
             if r.outcome.get("unpatchable"):
                 summary.unpatchable.append((f.source, list(r.outcome["unpatchable"])))
+            if r.outcome.get("data_in_code"):
+                summary.data_in_code[f.source] = r.outcome["data_in_code"]
             if progress:
                 progress(f, r)
         for path, data, mode in extra:

@@ -72,7 +72,8 @@ def audit(
             "trailer or with an invalid one), unpatchable (sites the manifest records as "
             "trapped or kept), "
             "mismatch (manifest contradicts the bytes, mixed stub ABIs, duplicate paths, "
-            "links, PAX or GNU long-name records), or any of these.",
+            "links, PAX or GNU long-name records), any of these, or data-in-code (sites the "
+            "manifest records as left alone for want of evidence that they are code).",
         ),
     ] = None,
 ) -> None:
@@ -106,6 +107,9 @@ def _note(m: MemberReport) -> str:
     if m.unpatchable:
         kept = f", {m.kept} kept as syscall(s)" if m.kept else ""
         parts.append(f"{m.unpatchable} unpatchable{kept}")
+    if m.data_in_code:
+        at = ", ".join(f"{d['address']:#x}" for d in m.data_in_code)
+        parts.append(f"{len(m.data_in_code)} data-in-code, left as they are ({at})")
     parts += [f"MISMATCH: {x}" for x in m.mismatches]
     parts += m.notes
     return "; ".join(p for p in parts if p)

@@ -43,7 +43,7 @@ from .learn import (
     run_workload,
 )
 from .learn import learn as run_learn
-from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
+from .options import AbiOpt, NoDataGuardOpt, NoForkPatchOpt, UnpatchableOpt
 from .plan import Plan, PlannedFile, build_plan, parse_input
 from .resolve import Closure, resolve
 from .rewrite_job import FileResult, RewriteOptions
@@ -150,6 +150,7 @@ def pack(
     abi: AbiOpt = Abi.REDZONE,
     unpatchable: UnpatchableOpt = "fail",
     no_fork_patch: NoForkPatchOpt = False,
+    no_data_guard: NoDataGuardOpt = False,
     library_path: Annotated[
         str | None,
         typer.Option(
@@ -368,7 +369,7 @@ def pack(
         _pack_image(
             request,
             output,
-            RewriteOptions(abi, unpatchable, not no_fork_patch),
+            RewriteOptions(abi, unpatchable, not no_fork_patch, not no_data_guard),
             jobs=jobs,
             use_cache=not no_cache,
             json_out=json_out,
@@ -413,7 +414,7 @@ def pack(
         check_output(hooked)
         if replaces_foreign(hooked, out):
             warn(f"{hooked}: replacing a file that is not {out}'s main binary")
-    options = RewriteOptions(abi, unpatchable, not no_fork_patch)
+    options = RewriteOptions(abi, unpatchable, not no_fork_patch, not no_data_guard)
     show = not quiet and not json_out
     learned: LearnResult | None = None
     if learning:
@@ -705,6 +706,10 @@ def _verbose_line(f: PlannedFile, r: FileResult) -> None:
     if o.get("unpatchable"):
         left = "trapped" if o.get("strategies", {}).get("trapped") else "kept"
         what += f", {len(o['unpatchable'])} {left} ({_addresses(o['unpatchable'])})"
+    what += "".join(f", {n}" for n in o.get("code_map_notes") or ())
+    if o.get("data_in_code"):
+        at = _addresses([d["address"] for d in o["data_in_code"]])
+        what += f", {len(o['data_in_code'])} data-in-code left as they are ({at})"
     line = f"{f.source}: {what}{' [cached]' if r.cached else ''} -> {', '.join(f.paths)}"
     # Not markup (a path may hold "["), and left to the terminal to wrap: never cut mid-path.
     stderr.print(line, markup=False, soft_wrap=True, highlight=False)
@@ -738,12 +743,17 @@ def _print_summary(s: BundleSummary, plan: Plan, command: str) -> None:
     table.add_row("sites", str(s.sites))
     if s.policy != "fail":
         table.add_row(left, str(s.unpatchable_sites))
+    if s.data_in_code:
+        table.add_row("data-in-code", str(sum(len(d) for d in s.data_in_code.values())))
     table.add_row("size", f"{s.size / 1048576:.1f} MiB")
     table.add_row("time", f"{s.seconds:.2f} s" + (f" ({s.cached} cached)" if s.cached else ""))
     stderr.print(s.output, markup=False, soft_wrap=True)
     stderr.print(table)
     for source, addrs in s.unpatchable:
         stderr.print(f"{left}: {source} {_addresses(addrs)}", markup=False, soft_wrap=True)
+    for source, sites in s.data_in_code.items():
+        at = _addresses([d["address"] for d in sites])
+        stderr.print(f"data-in-code, left as they are: {source} {at}", markup=False, soft_wrap=True)
     if s.hooked:
         line = f"main binary: {s.hooked} (bundle path {plan.main_path})"
         stderr.print(line, markup=False, soft_wrap=True)

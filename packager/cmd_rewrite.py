@@ -13,7 +13,7 @@ from rewriter import Abi, Outcome, RewriteError, rewrite_elf
 from .console import PATH_ARG, help_text, print_json, user_errors
 from .errors import UserError
 from .fsutil import read_input, write_atomic
-from .options import AbiOpt, NoForkPatchOpt, UnpatchableOpt
+from .options import AbiOpt, NoDataGuardOpt, NoForkPatchOpt, UnpatchableOpt
 from .schemas import FORMAT
 
 
@@ -44,6 +44,7 @@ def rewrite(
     abi: AbiOpt = Abi.REDZONE,
     unpatchable: UnpatchableOpt = "fail",
     no_fork_patch: NoForkPatchOpt = False,
+    no_data_guard: NoDataGuardOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Rewrite every syscall of one ELF into a jump to a trampoline stub.
@@ -54,7 +55,13 @@ def rewrite(
     data = read_input(input)
     out = output or Path(str(input) + ".hooked")
     try:
-        result = rewrite_elf(data, abi=abi, unpatchable=unpatchable, fork_patch=not no_fork_patch)
+        result = rewrite_elf(
+            data,
+            abi=abi,
+            unpatchable=unpatchable,
+            fork_patch=not no_fork_patch,
+            data_guard=not no_data_guard,
+        )
     except RewriteError as e:
         raise UserError(f"{input}: {e}") from None
     write_atomic(out, result.data, os.stat(input).st_mode & 0o7777)

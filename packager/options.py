@@ -27,6 +27,14 @@ UnpatchableOpt = Annotated[
         "(write F1 F4 there) or keep (leave the syscall, report it).",
     ),
 ]
+NoDataGuardOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-data-guard",
+        help="Patch every syscall the linear sweep finds, also those with no evidence of being "
+        "code (upstream's behaviour); by default such data-in-code sites are left alone.",
+    ),
+]
 NoForkPatchOpt = Annotated[
     bool,
     typer.Option("--no-fork-patch", help="Do not redirect libc's fork to vfork."),

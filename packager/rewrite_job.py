@@ -28,12 +28,14 @@ class RewriteOptions:
     abi: Abi = Abi.REDZONE
     unpatchable: str = "fail"
     fork_patch: bool = True
+    data_guard: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
             "abi": self.abi.value,
             "unpatchable": self.unpatchable,
             "fork_patch": self.fork_patch,
+            "data_guard": self.data_guard,
         }
 
 
@@ -112,6 +114,7 @@ def run_job(job: Job, options: RewriteOptions, cache_dir: str | None, spool_dir:
             abi=options.abi,
             unpatchable=options.unpatchable,  # type: ignore[arg-type]
             fork_patch=options.fork_patch,
+            data_guard=options.data_guard,
         )
     except RewriteError as e:
         raise UserError(f"{job.source}: {e}") from None

@@ -1,11 +1,11 @@
 """litebox-pack's syscall rewriter: a pure library, bytes in, bytes and an outcome out."""
 
-from .common import Abi, Strategy
+from .common import POLICIES, Abi, Policy, Strategy
 from .elf import ElfError, ElfFile
 from .errors import RewriteError, UnpatchableSyscallsError
 from .fork_patch import ForkPatch
 from .result import Outcome, RewriteResult, Site
-from .rewrite import POLICIES, Policy, rewrite_elf
+from .rewrite import rewrite_elf
 from .trailer import MAGIC, Trailer, TrailerCheck, TrailerState, check_trailer, read_trailer
 
 __all__ = [

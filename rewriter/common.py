@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from enum import StrEnum
+from typing import Literal
 
 from .errors import RewriteError
 
@@ -11,6 +12,11 @@ JMP_LEN = 5
 JMP_REL32 = b"\xe9"
 NOP = 0x90
 TRAP = b"\xf1\xf4"  # ICEBP; HLT: same length as syscall, recognisable as a poisoned site
+
+
+# What to do with a syscall that has no room for a jump (--unpatchable).
+Policy = Literal["fail", "trap", "keep"]
+POLICIES: tuple[Policy, ...] = ("fail", "trap", "keep")
 
 
 class Abi(StrEnum):
@@ -24,6 +30,12 @@ class Strategy(StrEnum):
     BEFORE_AND_AFTER = "before-and-after"  # one instruction each side (strategy c, i386 only)
     TRAPPED = "trapped"  # unpatchable, overwritten with F1 F4
     KEPT = "kept"  # unpatchable, syscall left in place
+
+
+def trap_fill(length: int) -> bytes:
+    """F1 F4 over a site of ``length`` bytes, the rest NOP-filled (as upstream does): a prefixed
+    syscall's leftover bytes would otherwise change how the next instruction decodes."""
+    return TRAP + bytes([NOP]) * (length - len(TRAP))
 
 
 def rel32(target: int, next_ip: int) -> bytes:

@@ -284,8 +284,8 @@ class ElfFile:
     # -- dynamic section -----------------------------------------------------------------
 
     @cached_property
-    def dynamic(self) -> DynamicInfo | None:
-        """DT_NEEDED and friends, read through PT_DYNAMIC as the loader reads them."""
+    def dynamic_entries(self) -> tuple[tuple[int, int], ...] | None:
+        """(tag, value) of every PT_DYNAMIC entry before DT_NULL; None without PT_DYNAMIC."""
         dyn = next((s for s in self.segments if s.type == PT_DYNAMIC), None)
         if dyn is None:
             return None
@@ -300,6 +300,14 @@ class ElfFile:
             if tag == DT_NULL:
                 break
             entries.append((tag, val))
+        return tuple(entries)
+
+    @cached_property
+    def dynamic(self) -> DynamicInfo | None:
+        """DT_NEEDED and friends, read through PT_DYNAMIC as the loader reads them."""
+        entries = self.dynamic_entries
+        if entries is None:
+            return None
         strtab = next((v for t, v in entries if t == DT_STRTAB), None)
         strsz = next((v for t, v in entries if t == DT_STRSZ), 0)
 

@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from .common import JMP_LEN, JMP_REL32, NOP, Abi, Strategy, rel32
+from .common import JMP_LEN, JMP_REL32, NOP, Abi, Policy, Strategy, rel32
 from .elf import ElfError, ElfFile
 from .errors import RewriteError, UnpatchableSyscallsError
 from .fork_patch import ForkPatch, fork_jump
@@ -22,7 +22,6 @@ from .trailer import PAGE, Trailer
 
 if TYPE_CHECKING:
     from .elf import Section
-    from .rewrite import Policy
 
 
 class Patch(NamedTuple):

@@ -20,20 +20,18 @@ import operator
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from iced_x86 import Code, Decoder, FlowControl, Instruction, OpKind, Register
 
-from .common import JMP_LEN, JMP_REL32, NOP, TRAP, Abi, Strategy
+from .codemap import guard_sites
+from .common import JMP_LEN, JMP_REL32, Abi, Policy, Strategy, trap_fill
 from .elf import SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC, ElfFile, Section
 from .emit import Patch, SiteWork, emit_patched, trampoline_vaddr
 from .errors import RewriteError
 from .fork_patch import ForkPatch, plan_fork_patch
 from .result import Outcome, RewriteResult, marker_result, unchanged
 from .trailer import TrailerState, check_trailer
-
-if TYPE_CHECKING:
-    from .rewrite import Policy
 
 SLOT_SIZE = 4
 U32 = 1 << 32
@@ -67,13 +65,6 @@ def entry_sequence(at: int, slot: int) -> bytes:
     """
     pop_at = at + 6
     return b"\x50\xe8\x00\x00\x00\x00\x58\xff\x90" + struct.pack("<I", (slot - pop_at) % U32)
-
-
-def trap_bytes(length: int) -> bytes:
-    # F1 F4 as on x86-64, NOP-filled to the site's length so a disassembly resyncs after it. Only
-    # a prefixed int 0x80 is longer than 2 bytes in practice: a 7-byte gs:[0x10] call always
-    # fits a jump by itself ((a), or (b) when it is a branch target), so it is never trapped.
-    return TRAP + bytes([NOP]) * (length - len(TRAP))
 
 
 def _back(target: int, at: int) -> bytes:
@@ -290,7 +281,13 @@ def _candidates(data: bytes, texts: list[Section]) -> int:
 
 
 def rewrite_i386(
-    data: bytes, elf: ElfFile, *, abi: Abi, unpatchable: Policy, fork_patch: bool
+    data: bytes,
+    elf: ElfFile,
+    *,
+    abi: Abi,
+    unpatchable: Policy,
+    fork_patch: bool,
+    data_guard: bool = True,
 ) -> RewriteResult:
     """Rewrite an ELF32 i386 file; ``rewrite_elf`` has already checked it is one."""
 
@@ -305,6 +302,12 @@ def rewrite_i386(
     sites, targets = decode(data, texts, sysinfo_int80(elf))
     if not sites:
         return marker_result(data, 32, candidates)
+    guard = guard_sites(
+        elf, data, texts, [(run.section, run.insns[i].ip) for run, i in sites], data_guard
+    )
+    sites = [(run, i) for run, i in sites if run.insns[i].ip not in guard.data_in_code]
+    if not sites:
+        return guard.marker(data, 32, candidates)
 
     blob_vaddr = trampoline_vaddr(elf)
     slot = blob_vaddr
@@ -321,7 +324,7 @@ def rewrite_i386(
     work = [
         SiteWork(run.section, run.insns[i].ip, run.insns[i].len, plans(run, i)) for run, i in sites
     ]
-    return emit_patched(
+    result = emit_patched(
         data,
         work,
         blob_vaddr=blob_vaddr,
@@ -329,9 +332,13 @@ def rewrite_i386(
         bits=32,
         abi=abi,
         unpatchable=unpatchable,
-        refuse_overlap=False,  # upstream computed every window from the original decode
-        trap=trap_bytes,
+        # Upstream computed every window from the original decode, so a second stub could copy
+        # bytes already replaced by the first jump (or, here, the original ones): neither is
+        # the original program. Overlapping windows are refused, as redzone does on x86-64.
+        refuse_overlap=True,
+        trap=trap_fill,
         fork=lambda: plan_fork_patch_32(elf, data) if fork_patch else None,
         candidates=candidates,
         rel=rel32,
     )
+    return guard.annotate(result)

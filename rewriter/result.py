@@ -39,6 +39,20 @@ class Site:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class DataInCode:
+    """A linear-sweep ``syscall`` with no evidence of being code: its bytes are left alone."""
+
+    address: int
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "why": self.why}
+
+
+NO_CODE_MAP = "no code map: every site patched"
+
+
 @dataclass(frozen=True)
 class RewriteResult:
     data: bytes
@@ -50,6 +64,18 @@ class RewriteResult:
     fork_patch: ForkPatch | None = None
     candidates: int = 0  # 0F 05 byte pairs in executable sections
     warnings: tuple[str, ...] = field(default=())
+    data_in_code: tuple[DataInCode, ...] = ()
+    # What told code from data: "eh_frame", "symbols", "eh_frame+symbols", "none" (nothing
+    # did: every site patched), "off" (--no-data-guard); "" when no site was found at all.
+    code_map: str = ""
+    unmapped: tuple[str, ...] = ()  # sections too thinly mapped to judge: every site patched
+
+    @property
+    def code_map_notes(self) -> list[str]:
+        """What the reader should know about how sites were told from data."""
+        if self.code_map == "none":
+            return [NO_CODE_MAP]
+        return [f"no code map for {name}: every site there patched" for name in self.unmapped]
 
     @property
     def unpatchable(self) -> tuple[int, ...]:
@@ -77,12 +103,19 @@ class RewriteResult:
                 text += f"; {len(self.unpatchable)} unpatchable"
             if self.fork_patch:
                 text += "; fork→vfork"
-            return text
+            return text + self._guard_summary()
         if self.outcome is Outcome.MARKER:
-            return "checked, nothing to patch (header-only marker)"
+            return "checked, nothing to patch (header-only marker)" + self._guard_summary()
         if self.outcome is Outcome.ALREADY_HOOKED:
             return "already rewritten; left as is"
         return f"left unchanged: {self.reason}"
+
+    def _guard_summary(self) -> str:
+        text = "".join(f"; {n}" for n in self.code_map_notes)
+        if self.data_in_code:
+            at = ", ".join(f"{d.address:#x}" for d in self.data_in_code)
+            text += f"; {len(self.data_in_code)} data-in-code site(s) left as they are ({at})"
+        return text
 
     def to_json(self) -> dict[str, Any]:
         t = self.trailer
@@ -108,6 +141,9 @@ class RewriteResult:
                 else None
             ),
             "sites": [s.to_json() for s in self.sites],
+            "data_in_code": [d.to_json() for d in self.data_in_code],
+            "code_map": self.code_map or None,
+            "code_map_notes": self.code_map_notes,
             "warnings": list(self.warnings),
         }
 
@@ -116,7 +152,22 @@ def unchanged(data: bytes, reason: str) -> RewriteResult:
     return RewriteResult(data, Outcome.UNCHANGED, reason)
 
 
-def marker_result(data: bytes, bits: int, candidates: int) -> RewriteResult:
-    """Checked, nothing to patch: the input plus a trailer whose fields are all zero."""
+def marker_result(
+    data: bytes,
+    bits: int,
+    candidates: int,
+    data_in_code: tuple[DataInCode, ...] = (),
+    code_map: str = "",
+) -> RewriteResult:
+    """Checked, nothing to patch: the input plus a trailer whose fields are all zero. Also the
+    outcome when every site is data-in-code, so that LiteBox's load-time patcher leaves the
+    file alone instead of patching the data."""
     t = Trailer(0, 0, 0, bits)
-    return RewriteResult(data + t.pack(), Outcome.MARKER, trailer=t, candidates=candidates)
+    return RewriteResult(
+        data + t.pack(),
+        Outcome.MARKER,
+        trailer=t,
+        candidates=candidates,
+        data_in_code=data_in_code,
+        code_map=code_map,
+    )

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any
 
 from . import sweep
-from .common import TRAP, Abi
+from .codemap import guard_sites
+from .common import POLICIES, Abi, Policy, trap_fill
 from .elf import EM_386, EM_X86_64, ET_REL, PT_PHDR, ElfFile
 from .emit import Patch, SiteWork, emit_patched, trampoline_vaddr
 from .errors import RewriteError
 from .fork_patch import plan_fork_patch
+from .i386 import rewrite_i386
 from .result import Outcome, RewriteResult, marker_result, unchanged
 from .trailer import TrailerState, check_trailer
 from .x86_64 import plan_after, plan_before
 
-Policy = Literal["fail", "trap", "keep"]
-POLICIES: tuple[Policy, ...] = ("fail", "trap", "keep")
 SLOT_SIZE = 8
 FEW_CANDIDATES = 32
 BUN_FOOTER = b"\n---- Bun! ----\n"
@@ -29,9 +29,12 @@ def rewrite_elf(
     abi: Abi | str = Abi.REDZONE,
     unpatchable: Policy = "fail",
     fork_patch: bool = True,
+    data_guard: bool = True,
 ) -> RewriteResult:
     """Rewrite every ``syscall`` of an x86-64 ELF into a jump to a per-site stub.
 
+    With ``data_guard`` a site without evidence of being code is left alone and reported as
+    data-in-code (see codemap.py); without, every linear-sweep site is patched, as upstream.
     Raises ``RewriteError`` (one line) for corrupt input or, under policy ``fail``, for sites with
     no room for a jump. Files it does not handle come back unchanged with a reason.
     """
@@ -51,9 +54,14 @@ def rewrite_elf(
     if elf.type == ET_REL:
         return unchanged(data, "relocatable object")
     if not elf.is64 and elf.machine == EM_386:
-        from .i386 import rewrite_i386  # imported here: i386 needs this module's Policy
-
-        return rewrite_i386(data, elf, abi=abi, unpatchable=unpatchable, fork_patch=fork_patch)
+        return rewrite_i386(
+            data,
+            elf,
+            abi=abi,
+            unpatchable=unpatchable,
+            fork_patch=fork_patch,
+            data_guard=data_guard,
+        )
     if not elf.is64 or elf.machine != EM_X86_64:
         return unchanged(data, f"other architecture (ELF{elf.bits} {elf.machine_name})")
     texts = elf.text_sections
@@ -70,24 +78,31 @@ def rewrite_elf(
         texts = elf.text_sections
     view = memoryview(fixed)
     codes = [view[s.offset : s.offset + s.size] for s in texts]
+    # Upstream's 8 MiB decode chunks only where its bytes are asked for: the restart at a chunk
+    # end can read a straddling immediate as instructions.
+    chunked = abi is Abi.RESUME and not data_guard
     pairs = [sweep.find_pairs(fixed, s.offset, s.offset + s.size) for s in texts]
     candidates = sum(map(len, pairs))
     # Few pairs are usually false hits inside other instructions: prove that cheaply first,
     # without the branch-target pass that real sites need.
     if candidates <= FEW_CANDIDATES and not any(
-        sweep.sweep_section(c, s.addr, None, p).sites
+        sweep.sweep_section(c, s.addr, None, p, chunked=chunked).sites
         for c, s, p in zip(codes, texts, pairs, strict=True)
     ):
         return marker_result(data, 64, candidates)
     targets: set[int] = set()
     sweeps = [
-        sweep.sweep_section(c, s.addr, targets, p)
+        sweep.sweep_section(c, s.addr, targets, p, chunked=chunked)
         for c, s, p in zip(codes, texts, pairs, strict=True)
     ]
     targets.discard(0)
     sites = [(sec, run, i) for sec, sw in zip(texts, sweeps, strict=True) for run, i in sw.sites]
     if not sites:
         return marker_result(data, 64, candidates)
+    guard = guard_sites(elf, fixed, texts, [(sec, run[i].ip) for sec, run, i in sites], data_guard)
+    sites = [(sec, run, i) for sec, run, i in sites if run[i].ip not in guard.data_in_code]
+    if not sites:
+        return guard.marker(data, 64, candidates)
 
     del codes, view
     blob_vaddr = trampoline_vaddr(elf)
@@ -103,7 +118,7 @@ def rewrite_elf(
         return candidates_at
 
     work = [SiteWork(sec, run[i].ip, run[i].len, plans(run, i)) for sec, run, i in sites]
-    return emit_patched(
+    result = emit_patched(
         fixed,
         work,
         blob_vaddr=blob_vaddr,
@@ -112,10 +127,11 @@ def rewrite_elf(
         abi=abi,
         unpatchable=unpatchable,
         refuse_overlap=refuse,
-        trap=lambda _length: TRAP,
+        trap=trap_fill,
         fork=lambda: plan_fork_patch(elf, fixed) if fork_patch else None,
         candidates=candidates,
     )
+    return guard.annotate(result)
 
 
 def _fix_phdr_alignment(elf: ElfFile, data: bytes) -> bytes:

@@ -9,7 +9,9 @@ Cutting the byte stream at a window edge must not change the decode: an instruct
 truncates comes back as invalid with ``NO_MORE_BYTES`` and is decoded again in full, so the result
 equals one uninterrupted sweep. Upstream decodes sections larger than 8 MiB in 8 MiB chunks
 (instructions starting at a chunk end are dropped and decoding restarts exactly there, with 14
-bytes of look-ahead for the straddling one); that rule is reproduced here for byte parity.
+bytes of look-ahead for the straddling one); that rule is reproduced here, but only when byte
+parity with upstream is asked for (``chunked``): an immediate that straddles a chunk end would
+otherwise be read as instructions, and a ``0F 05`` inside it patched as a syscall.
 """
 
 from __future__ import annotations
@@ -71,15 +73,19 @@ def _possible_starts(code: SectionBytes, pair: int) -> range:
     return range(start, pair + 1)
 
 
-def _limit(pos: int, size: int) -> int:
+def _limit(pos: int, size: int, chunked: bool) -> int:
     """Last byte an instruction starting at ``pos`` may use (chunk look-ahead, section end)."""
+    if not chunked:
+        return size
     chunk_end = (pos // CHUNK + 1) * CHUNK
     return min(size, chunk_end + CHUNK_LOOKAHEAD) if chunk_end < size else size
 
 
-def _boundaries(size: int, spans: list[tuple[int, int]]) -> list[tuple[int, int, bool]]:
+def _boundaries(
+    size: int, spans: list[tuple[int, int]], chunked: bool
+) -> list[tuple[int, int, bool]]:
     """Split [0, size) into (start, stop, detailed) segments: detailed around each candidate
-    ``(first possible start, pair)``; chunk ends are always boundaries."""
+    ``(first possible start, pair)``; with ``chunked``, chunk ends are always boundaries."""
     windows: list[list[int]] = []
     for first, p in spans:
         lo, hi = max(0, first - REACH), min(size, p + 2 + REACH)
@@ -87,7 +93,7 @@ def _boundaries(size: int, spans: list[tuple[int, int]]) -> list[tuple[int, int,
             windows[-1][1] = max(windows[-1][1], hi)
         else:
             windows.append([lo, hi])
-    points = {0, size, *range(CHUNK, size, CHUNK)}
+    points = {0, size, *(range(CHUNK, size, CHUNK) if chunked else ())}
     for lo, hi in windows:
         points.update((lo, hi))
     cuts = sorted(points)
@@ -106,14 +112,19 @@ SectionBytes = bytes | memoryview
 
 
 def sweep_section(
-    code: SectionBytes, base: int, targets: set[int] | None, pairs: list[int] | None = None
+    code: SectionBytes,
+    base: int,
+    targets: set[int] | None,
+    pairs: list[int] | None = None,
+    *,
+    chunked: bool = False,
 ) -> SectionSweep:
     """Decode one text section and return the instruction runs around each ``0F 05`` pair.
 
     With a ``targets`` set, every near-branch target is added to it (one attribute read per
     instruction, which doubles the cost of the sweep; 0, iced's "no target", is added too and
     the caller discards it); without, the sweep only keeps sync, which is enough to tell whether
-    any candidate pair is a real syscall.
+    any candidate pair is a real syscall. ``chunked`` applies upstream's 8 MiB chunk rule.
     """
     size = len(code)
     result = SectionSweep()
@@ -124,20 +135,22 @@ def sweep_section(
     pos = 0
     run: list[Instruction] | None = None
     spans = [(r.start, p) for r, p in zip(starts, pairs, strict=True)]
-    for _start, stop, detailed in _boundaries(size, spans):
+    for _start, stop, detailed in _boundaries(size, spans, chunked):
         if pos < stop:
             if detailed:
                 if run is None:
                     run = []
                     result.runs.append(run)
-                pos = _decode_detailed(code, base, pos, stop, targets, run, probe, result.sites)
+                pos = _decode_detailed(
+                    code, base, pos, stop, targets, run, probe, result.sites, chunked
+                )
             else:
                 run = None
                 while stop - pos > PIECE:
                     pos = _decode_fast(code, base, pos, pos + PIECE, targets, finish=False)
-                chunk_end = stop % CHUNK == 0 and stop < size
+                chunk_end = chunked and stop % CHUNK == 0 and stop < size
                 pos = _decode_fast(code, base, pos, stop, targets, finish=chunk_end)
-        if stop % CHUNK == 0 and stop < size:
+        if chunked and stop % CHUNK == 0 and stop < size:
             pos = stop  # upstream restarts decoding exactly at every 8 MiB chunk end
     return result
 
@@ -156,16 +169,20 @@ def _decode_fast(
     if targets is None:
         tail = deque(dec, maxlen=1)  # consumes the decoder without a Python-level loop
         insn = tail[0] if tail else None
-    else:
-        add = targets.add
-        for insn in dec:
+    elif dec.can_decode:
+        # One Instruction decoded into again and again: allocating one per instruction is a
+        # good part of the cost of this, the rewriter's hottest loop.
+        insn = Instruction()
+        add, decode_into = targets.add, dec.decode_out
+        while dec.can_decode:
+            decode_into(insn)
             add(insn.near_branch_target)  # adds 0 for non-branches; dropped by the caller
     if insn is None or dec.last_error != DecoderError.NO_MORE_BYTES:
         return stop
     at = insn.ip - base
     if not finish:
         return at
-    piece = bytes(code[at : min(at + MAX_INSN, _limit(at, len(code)))])
+    piece = bytes(code[at : min(at + MAX_INSN, _limit(at, len(code), True))])
     full = Decoder(64, piece, ip=insn.ip).decode()
     if targets is not None and full.near_branch_target:
         targets.add(full.near_branch_target)
@@ -181,8 +198,9 @@ def _decode_detailed(
     run: list[Instruction],
     probe: set[int],
     sites: list[tuple[list[Instruction], int]],
+    chunked: bool,
 ) -> int:
-    end = min(stop + MAX_INSN, _limit(pos, len(code)))
+    end = min(stop + MAX_INSN, _limit(pos, len(code), chunked))
     dec = Decoder(64, bytes(code[pos:end]), ip=base + pos)
     stop_ip = base + stop
     first = len(run)

@@ -368,11 +368,13 @@ def test_json_structure(full_tar, files):
         "members": 8, "elf": 6, "patched": 3, "checked-nothing-to-patch": 1, "unpatched": 2,
         "invalid-trailer": 0, "non-elf": 2,
         "sites": 2 * libc.patched_sites + trap.patched_sites,
-        "unpatchable_sites": 1, "kept_sites": 0, "mismatches": 0, "problems": 0,
+        "unpatchable_sites": 1, "kept_sites": 0, "data_in_code_sites": 0, "mismatches": 0,
+        "problems": 0,
     }  # fmt: skip
     keys = {
         "path", "size", "mode", "sha256", "class", "elf", "abi", "sites", "stubs",
-        "trampoline", "reason", "unpatchable", "kept", "manifest", "mismatches", "notes",
+        "trampoline", "reason", "unpatchable", "kept", "data_in_code", "manifest", "mismatches",
+        "notes",
     }  # fmt: skip
     members = {m["path"]: m for m in doc["members"]}
     assert all(set(m) == keys for m in doc["members"])
@@ -409,9 +411,10 @@ def test_table_and_summary(full_tar, files):
     assert "1 unpatchable" in " ".join(row("opt/trap"))
     header = next(ln.split() for ln in lines if ln.split()[:1] == ["path"])
     assert header == ["path", "class", "ABI", "sites", "trampoline", "note"]
+    sites = 2 * n + files["trapped"].rw.patched_sites
     assert lines[-1] == (
         f"{full_tar}: 8 file(s), 6 ELF (3 patched, 1 checked-nothing-to-patch, 2 unpatched, "
-        f"0 invalid-trailer), 2 non-ELF; {2 * n + files['trapped'].rw.patched_sites} site(s); "
+        f"0 invalid-trailer), 2 non-ELF; {sites} site(s) (patched {sites}, data-in-code 0); "
         "ABI redzone; manifest: 0 mismatch(es), 1 unpatchable site(s)"
     )
 

@@ -71,7 +71,12 @@ def test_pack_ls_matches_ldd_and_the_tar_contract(tmp_path: Path) -> None:
         assert hashlib.sha256(expected).hexdigest() == f["sha256_out"]
     libc = next(f for f in doc["files"] if f["source"].endswith("/libc.so.6"))
     assert libc["outcome"] == "patched" and libc["sites"] == 526 and libc["fork_patch"]
-    assert doc["options"] == {"abi": "redzone", "unpatchable": "fail", "fork_patch": True}
+    assert doc["options"] == {
+        "abi": "redzone",
+        "unpatchable": "fail",
+        "fork_patch": True,
+        "data_guard": True,
+    }
     hooked = tmp_path / "ls.hooked"
     assert hooked.stat().st_mode & 0o777 == 0o755
     assert hooked.read_bytes() == members["bin/ls"]
