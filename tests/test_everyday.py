@@ -306,8 +306,15 @@ def test_shell_completion_completes_commands_options_and_choices() -> None:
     assert _complete("litebox-pack audit --fa", 2) == ["--fail-on"]
     assert _complete("litebox-pack audit --fail-on un", 3) == ["unpatched", "unpatchable"]
     assert "--unpatchable" in _complete("litebox-pack pack --unp", 2)
+    # Without this typer ignores the "bash" argument and asks shellingham for the parent
+    # shell, which a test run started by a non-shell (a CI agent, a background job) lacks.
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     script = subprocess.run(
-        [str(EXE), "--show-completion", "bash"], capture_output=True, text=True, timeout=60
+        [str(EXE), "--show-completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert script.returncode == 0 and "_LITEBOX_PACK_COMPLETE=complete_bash" in script.stdout
 
