@@ -57,6 +57,7 @@ from . import __version__
 from .errors import UserError
 from .fsutil import open_input
 from .jsonload import loads
+from .sbom import SBOM_PATH, packages_of
 from .schemas import FORMAT
 from .tarread import open_tar, tar_errors
 
@@ -327,6 +328,7 @@ class AuditReport:
     skipped: list[Skipped] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     manifest: ManifestInfo | None = None
+    packages: list[dict[str, Any]] | None = None  # from the SBOM (sbom.packages_of), if any
 
     def count(self, cls: Cls) -> int:
         return sum(1 for m in self.members if m.cls is cls)
@@ -442,6 +444,7 @@ class AuditReport:
             "members": [m.to_json() for m in self.members],
             "skipped": [{"path": s.path, "type": s.type, "target": s.target} for s in self.skipped],
             "problems": list(self.problems),
+            "packages": self.packages,
             "fail_on": fail_on.value if fail_on else None,
             "failed": self.failures(fail_on),
         }
@@ -538,6 +541,7 @@ def audit_tar(path: str | Path) -> AuditReport:
     p = Path(path)
     report = AuditReport(str(p))
     manifest_bytes: bytes | None = None
+    sbom_bytes: bytes | None = None
     seen: dict[str, str] = {}
     with tar_errors(str(p)), open_input(p) as raw, open_tar(raw, "r|*") as tf:
         for ti in tf:
@@ -554,10 +558,14 @@ def audit_tar(path: str | Path) -> AuditReport:
             f = tf.extractfile(ti)
             assert f is not None  # regular members always have data
             want = key == MANIFEST_PATH and manifest_bytes is None
-            rep, kept = _read_member(ti.name, ti.mode & 0o7777, f, want)
+            want_sbom = key == SBOM_PATH and sbom_bytes is None
+            rep, kept = _read_member(ti.name, ti.mode & 0o7777, f, want or want_sbom)
             if want:
                 manifest_bytes = kept
                 rep.notes.append("litebox-pack manifest")
+            elif want_sbom:
+                sbom_bytes = kept
+                rep.notes.append("SBOM (CycloneDX)")
             report.members.append(rep)
     for s in report.skipped:
         if s.type in ("symlink", "hardlink"):
@@ -571,6 +579,11 @@ def audit_tar(path: str | Path) -> AuditReport:
             cross_check(report, report.manifest)
         else:
             report.problems.append(f"{MANIFEST_PATH}: {report.manifest.problem}")
+    if sbom_bytes is not None:
+        try:
+            report.packages = packages_of(sbom_bytes)
+        except ValueError as e:
+            report.problems.append(f"{SBOM_PATH}: unreadable: {e}")
     abis = Counter(m.abi for m in report.members if m.abi and m.abi != "i386")
     if len(abis) > 1:
         counts = ", ".join(f"{k} ({n} file(s))" for k, n in sorted(abis.items()))
@@ -644,7 +657,7 @@ def cross_check(report: AuditReport, info: ManifestInfo) -> None:
     for m in report.members:
         key = member_key(m.path)
         in_tar.add(key)
-        if key == MANIFEST_PATH:
+        if key in (MANIFEST_PATH, SBOM_PATH):  # they describe the files, they are not listed
             continue
         entry = info.files.get(key)
         if entry is None:

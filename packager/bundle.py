@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from . import __version__
 from .cache import cache_root
+from .cache_limit import auto_prune
 from .errors import UserError
 from .fsutil import HashingReader, atomic_output, check_output, work_dir
 from .plan import MANIFEST_PATH, Plan, PlannedFile
@@ -32,6 +33,7 @@ from .rewrite_job import (
     die_with_parent,
     run_job,
 )
+from .sbom import SBOM_PATH, build_sbom
 from .schemas import FORMAT
 from .tarball import UstarWriter, tar_path, validate_paths
 
@@ -220,10 +222,16 @@ def write_bundle(
     use_cache: bool,
     extra: Sequence[tuple[str, bytes, int]] = (),
     progress: Progress | None = None,
+    packages_root: str | None = None,
+    subject: str = "",
 ) -> BundleSummary:
-    """Write the tar and the main binary beside it, both atomically; return what was done."""
+    """Write the tar and the main binary beside it, both atomically; return what was done.
+
+    ``packages_root``: the tree whose package databases say which package provides each source
+    (for the SBOM; None: none is read). ``subject`` names the bundle in the SBOM.
+    """
     start = time.monotonic()
-    validate_paths([*plan.tar_paths(), *(p for p, _, _ in extra), MANIFEST_PATH])
+    validate_paths([*plan.tar_paths(), *(p for p, _, _ in extra), SBOM_PATH, MANIFEST_PATH])
     summary = BundleSummary(
         str(output), str(hooked) if hooked else None, policy=options.unpatchable
     )
@@ -264,6 +272,9 @@ def write_bundle(
             entries.append(
                 _entry([path], None, mode, digest, digest, generated, [{"kind": "generated"}])
             )
+        # Like the manifest, the SBOM describes the files and is not one of them.
+        sbom = build_sbom(subject or plan.main_path or "bundle", entries, packages_root)
+        tar.add(SBOM_PATH, sbom, 0o644)
         manifest = {
             "tool": "litebox-pack",
             "version": __version__,
@@ -278,6 +289,8 @@ def write_bundle(
         text = json.dumps(manifest, indent=1, sort_keys=True)
         tar.add(MANIFEST_PATH, text.encode() + b"\n", 0o644)
         summary.entries = tar.entries
+    if use_cache:
+        auto_prune(cache_root())  # keep the cache under its cap (cache_limit.py)
     summary.files = len(plan.files)
     summary.size = tar.offset  # closed: the whole archive, also when it went to a stream
     summary.seconds = time.monotonic() - start

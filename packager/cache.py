@@ -130,6 +130,8 @@ class RewriteCache:
         if problem is not None:
             self._drop(key, source, problem)
             return None
+        with contextlib.suppress(OSError):
+            os.utime(meta_path)  # a hit is a use: pruning removes the least recently used
         return data_path, meta
 
     def _drop(self, key: str, source: str, problem: str) -> None:

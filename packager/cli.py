@@ -28,6 +28,7 @@ COMMANDS = {
     "deps": "cmd_deps",
     "audit": "cmd_audit",
     "run": "cmd_run",
+    "cache": "cmd_cache",
 }
 # The first line of each command's help, for the overall help (tests check they agree).
 SUMMARIES = {
@@ -36,6 +37,7 @@ SUMMARIES = {
     "deps": "Show which files ld.so would load for INPUT..., and the rule that found each one.",
     "audit": "Classify every file of a LiteBox bundle from its bytes.",
     "run": "Run PROGRAM from a bundle on this machine, every syscall through its trampoline.",
+    "cache": "Show the cache of rewrite results and built runtimes: location, size, cap.",
 }
 HELP = (
     "Prepare Linux programs for LiteBox: resolve their libraries, rewrite every syscall into a "

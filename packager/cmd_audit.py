@@ -143,4 +143,12 @@ def _print_text(report: AuditReport) -> None:
         out.print(f"skipped (not regular files): {listing}", markup=False, soft_wrap=True)
     for p in report.problems:
         out.print(f"problem: {p}", markup=False, soft_wrap=True)
+    for pkg in report.packages or []:  # from the bundle's SBOM
+        n = len(pkg["files"])
+        owner = (
+            f"package {pkg['name']} {pkg['version']} ({pkg['purl']})"
+            if pkg["purl"]
+            else "no package"
+        )
+        out.print(f"{owner}: {n} file(s)", markup=False, soft_wrap=True)
     out.print(report.summary_line(), markup=False, soft_wrap=True)

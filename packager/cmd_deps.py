@@ -42,6 +42,8 @@ def _branches(
         if lib is None:
             reason = closure.reasons.get((name, path), "not found")
             yield f"{prefix}{branch}{name} => {reason}"
+            for a in closure.tried.get((name, path), []):  # where ld.so looked, like libtree
+                yield f"{prefix}{indent}  tried {a.path} [{a.rule}]: {a.result}"
         elif lib.path not in shown:
             shown.add(lib.path)
             yield prefix + branch + _label(lib)

@@ -411,7 +411,7 @@ def pack(
         warn(f"{out}: LiteBox's runner only accepts files whose name ends in .tar")
     dirs = [d for d in (library_path or "").split(":") if d]
     closure = resolve(list(hosts), root=str(root) if root else None, library_path=dirs)
-    closure.raise_if_missing()
+    closure.raise_if_missing(explain=True)
     if not allow_data_input:
         _refuse_data_inputs(closure)
     specs: list[Spec] = [(s, None) for s in include or []]
@@ -455,6 +455,7 @@ def pack(
             use_cache=not no_cache,
             extra=extra,
             progress=_chain(on_file, _verbose_line if verbose and show else None),
+            packages_root=os.path.realpath(root) if root else "/",
         )
     if learned is not None:
         write_atomic(learned.path, learned.text.encode())
@@ -601,7 +602,7 @@ def _pack_image(
     quiet: bool,
 ) -> None:
     """Package a container image or rootfs tree (see packager/oci)."""
-    from .oci.build import RUN_ARGS, default_output, prepare
+    from .oci.build import ROOTFS, RUN_ARGS, default_output, prepare
 
     # Absolute: prepare() runs the block inside its staging directory.
     given = output or Path(default_output(request))
@@ -619,6 +620,7 @@ def _pack_image(
                 jobs=jobs or os.cpu_count() or 1,
                 use_cache=use_cache,
                 progress=_chain(on_file, _verbose_line if verbose and show else None),
+                packages_root=ROOTFS,
             )
         summary.output = str(output or out.name)
     command = _image_runner_command(summary.output, RUN_ARGS)

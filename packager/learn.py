@@ -365,7 +365,7 @@ def learn(
         for w in workloads:
             out = _run(execute, draft, w, "litebox", env, learned)
             found = candidates(_items(out, "missing", w), bundled, expand_dirs=True)
-            stuck += found.stuck
+            stuck += found.stuck + [i["path"] for i in _items(out, "kernel", w)]
             added = absorb(found, w.number)
             wanted += added
             log(f"workload {w.number} (LiteBox view, round {round_no}): {added} path(s) missing")

@@ -18,6 +18,7 @@ from rewriter.elf import EM_386, EM_X86_64, ET_DYN, ET_EXEC
 from .errors import UsageError, UserError
 from .fsutil import require_regular
 from .resolve import Closure, Library, confined_realpath, resolve
+from .sbom import SBOM_PATH
 from .tarball import tar_path
 
 MANIFEST_PATH = "litebox/manifest.json"
@@ -66,6 +67,25 @@ class Plan:
 
     def tar_paths(self) -> list[str]:
         return [p for f in self.files for p in f.paths]
+
+
+def litebox_lookup_path(path: str) -> str:
+    """The path LiteBox looks up when the loader asks for ``path``.
+
+    LiteBox resolves every path lexically before the lookup: empty and "." components dropped,
+    ".." removing the component before it, and nothing above the root (litebox/src/fs/
+    resolver.rs, ``Context::resolve``; tar_ro's ``absolute_path`` before it). A tar holds no
+    symlinks that ".." could cross, so a library found through ``$ORIGIN/../lib`` is stored at
+    ``.../lib/NAME``, where LiteBox will look.
+    """
+    out: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if out:
+                out.pop()
+        elif part not in ("", "."):
+            out.append(part)
+    return ("/" if path.startswith("/") else "") + "/".join(out)
 
 
 def _reason(lib: Library, moved: dict[str, str]) -> dict[str, Any]:
@@ -126,7 +146,7 @@ def build_plan(
         f = plan.file_for(lib.realpath)
         own = (guest_paths[n] if n < len(guest_paths) else None) or lib.path
         for path in (own, *lib.aliases):
-            f.add(path, _reason(lib, moved))
+            f.add(litebox_lookup_path(path), _reason(lib, moved))
         if n < len(closure.inputs):
             plan.input_paths.append("/" + own.lstrip("/"))
             if own != lib.path:
@@ -263,7 +283,7 @@ def _canonical(path: str, root: str | None) -> set[str]:
 
 
 def _refuse_duplicates(plan: Plan) -> None:
-    owner: dict[str, str] = {MANIFEST_PATH: "litebox-pack's manifest"}
+    owner: dict[str, str] = {MANIFEST_PATH: "litebox-pack's manifest", SBOM_PATH: "its SBOM"}
     for f in plan.files:
         for p in f.paths:
             other = owner.setdefault(p, f.source)

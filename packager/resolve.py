@@ -27,6 +27,10 @@ every symlink is resolved inside it (an absolute link target restarts at the roo
 there), so nothing is ever read from the host's own tree. Relative names are taken relative to
 the current directory on the host, and to ``/`` under a root.
 
+The modules: ldso_model.py (the loader's parameters for a class and machine on this CPU),
+ldso_search.py (the search rules for one name), elf_facts.py (what is read of each object),
+targetfs.py (paths inside a root); this one walks the programs and their objects.
+
 Not modelled: LD_PRELOAD, secure-mode (setuid) restrictions, DT_FILTER/DT_AUXILIARY filtees,
 the ABI-note OS version check, dlopen(). For i386 the default directories are those of
 Debian's multiarch libc6:i386 (/lib/i386-linux-gnu, /usr/lib/i386-linux-gnu, /lib, /usr/lib);
@@ -36,52 +40,38 @@ a program whose interpreter is the biarch libc6-i386 build (its compiled-in sear
 
 from __future__ import annotations
 
-import errno
-import functools
-import mmap
 import os
-import re
 import stat
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
-from rewriter.elf import (
-    DF_1_NODEFLIB,
-    EM_386,
-    EM_X86_64,
-    ET_DYN,
-    ET_EXEC,
-    MACHINE_NAMES,
-    DynamicInfo,
-    ElfError,
-    ElfFile,
-)
+from rewriter.elf import EM_386, EM_X86_64, MACHINE_NAMES
 
+from .elf_facts import BadObject, Facts, built_for_lib32, read_facts, read_head
 from .errors import UserError
-from .ldcache import (
-    DEFAULT_CACHE,
-    FIRST_PLATFORM_BIT,
-    FLAG_ELF,
-    FLAG_ELF_LIBC6,
-    FLAGS_X86_64,
-    U64,
-    CacheSelector,
-    LdCache,
-    load_ldcache,
-)
+from .ldso_model import CpuInfo, LoaderModel, loader_model
+from .ldso_search import Attempt, LoadedObject, Searcher
+from .targetfs import TargetFs, confined_realpath
+
+# Re-exported: callers and tests name them through this module.
+__all__ = [
+    "DEFAULT_PATH",
+    "Closure",
+    "CpuInfo",
+    "InputClosure",
+    "Library",
+    "MissingLibrariesError",
+    "confined_realpath",
+    "loader_model",
+    "resolve",
+]
 
 # What env(1) sees when the runtime environment does not say otherwise (Debian's default).
 DEFAULT_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-MAX_SYMLINKS = 40  # the kernel's limit before ELOOP
 MAX_SCRIPT_DEPTH = 4  # nested #! interpreters the kernel follows
-HEAD_BYTES = 64 * 1024  # enough for the headers and .dynstr of almost every object
 SHEBANG_BYTES = 256  # the kernel's BINPRM_BUF_SIZE
-
-_X86_PLATFORMS = ("i586", "i686", "haswell", "xeon_phi")  # glibc's legacy platform bits
-_HWCAP_NAMES = ("sse2", "x86_64", "avx512_1")  # glibc's legacy x86 hwcap bits, in bit order
 
 
 # -- public types ----------------------------------------------------------------------------
@@ -117,13 +107,37 @@ class Library:
 
 
 class MissingLibrariesError(UserError):
-    """Some libraries cannot be found; the message lists each with the object needing it."""
+    """Some libraries cannot be found; the message lists each with the object needing it, and
+    with ``tried`` also every place the search looked (still one line)."""
 
-    def __init__(self, missing: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        missing: Sequence[tuple[str, str]],
+        tried: dict[tuple[str, str], list[Attempt]] | None = None,
+    ) -> None:
         self.missing = tuple(missing)
-        listed = ", ".join(f"{name} (needed by {by})" for name, by in self.missing)
+        listed = ", ".join(
+            f"{name} (needed by {by}{_tried_summary(tried.get((name, by), []) if tried else [])})"
+            for name, by in self.missing
+        )
         n = len(self.missing)
         super().__init__(f"{n} missing librar{'y' if n == 1 else 'ies'}: {listed}")
+
+
+def _tried_summary(tried: Sequence[Attempt]) -> str:
+    """``; tried RULE PATH PATH: RESULT, ...``: consecutive places with one rule and result
+    grouped; "absent" is not repeated."""
+    groups: list[tuple[str, list[str], str]] = []
+    for a in tried:
+        if groups and groups[-1][0] == a.rule and groups[-1][2] == a.result:
+            groups[-1][1].append(a.path)
+        else:
+            groups.append((a.rule, [a.path], a.result))
+    shown = [
+        f"{rule} {' '.join(paths)}" + ("" if result == "absent" else f": {result}")
+        for rule, paths, result in groups
+    ]
+    return "; tried " + ", ".join(shown) if shown else ""
 
 
 @dataclass
@@ -142,12 +156,14 @@ class Closure:
     libraries: list[Library]
     missing: list[tuple[str, str]]  # (name, needed_by)
     reasons: dict[tuple[str, str], str] = field(default_factory=dict)  # when not "not found"
+    tried: dict[tuple[str, str], list[Attempt]] = field(default_factory=dict)  # where searched
     by_input: list[InputClosure] = field(default_factory=list)  # parallel to ``inputs``
     bits: int | None = None  # ELF class of the programs (None when no input is an ELF program)
 
-    def raise_if_missing(self) -> None:
+    def raise_if_missing(self, *, explain: bool = False) -> None:
+        """Raise MissingLibrariesError; ``explain`` adds the places each search looked."""
         if self.missing:
-            raise MissingLibrariesError(self.missing)
+            raise MissingLibrariesError(self.missing, self.tried if explain else None)
 
     @property
     def realpaths(self) -> set[str]:
@@ -159,354 +175,24 @@ class Closure:
             "inputs": [lib.to_json() for lib in self.inputs],
             "libraries": [lib.to_json() for lib in self.libraries],
             "missing": [
-                {"name": name, "needed_by": by, "reason": self.reasons.get((name, by), "not found")}
+                {
+                    "name": name,
+                    "needed_by": by,
+                    "reason": self.reasons.get((name, by), "not found"),
+                    "tried": [a.to_json() for a in self.tried.get((name, by), [])],
+                }
                 for name, by in self.missing
             ],
         }
 
 
-# -- paths inside a root ---------------------------------------------------------------------
-
-
-def confined_realpath(root: str, path: str) -> str:
-    """Host path of target ``path`` with every symlink resolved inside ``root``.
-
-    Absolute link targets restart at ``root``; ``..`` never climbs above it. Components that do
-    not exist are kept as written (like ``os.path.realpath(strict=False)``). Raises OSError
-    (ELOOP) after too many links.
-    """
-    root = root.rstrip("/") or "/"
-    pending = deque(p for p in path.split("/") if p)
-    done: list[str] = []
-    links = 0
-    while pending:
-        part = pending.popleft()
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        host = os.path.join(root, *done, part)
-        try:
-            is_link = stat.S_ISLNK(os.lstat(host).st_mode)
-        except OSError:
-            is_link = False
-        if not is_link:
-            done.append(part)
-            continue
-        links += 1
-        if links > MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-        target = os.readlink(host)
-        if target.startswith("/"):
-            done = []
-        pending.extendleft(reversed([p for p in target.split("/") if p]))
-    return os.path.join(root, *done)
-
-
-class _Fs:
-    """The target's file system: the host's, or a directory tree standing in for it."""
-
-    def __init__(self, root: str | None) -> None:
-        self.root = os.path.realpath(root) if root is not None else None
-        self._dirs: dict[str, str] = {}
-
-    def host(self, tpath: str) -> str:
-        """Host path of the real file (or directory) the target path leads to."""
-        if self.root is None:
-            return os.path.realpath(tpath)
-        head, tail = tpath.rsplit("/", 1) if "/" in tpath else ("", tpath)
-        hdir = self._dirs.get(head)
-        if hdir is None:
-            hdir = self._dirs[head] = confined_realpath(self.root, head)
-        if tail in ("", ".", ".."):
-            return confined_realpath(self.root, tpath)
-        candidate = os.path.join(hdir, tail)
-        try:
-            if not stat.S_ISLNK(os.lstat(candidate).st_mode):
-                return candidate
-        except OSError:
-            return candidate
-        return confined_realpath(self.root, self.target(hdir) + "/" + tail)
-
-    def target(self, host: str) -> str:
-        """The target's view of a host path inside the root."""
-        if self.root is None or self.root == "/":
-            return host
-        if host == self.root:
-            return "/"
-        return host[len(self.root) :] if host.startswith(self.root + "/") else host
-
-    def lookup(self, tpath: str) -> tuple[str, os.stat_result] | None:
-        """(host real path, stat) of what ``tpath`` names, or None when nothing is there."""
-        try:
-            if self.root is None:
-                st = os.stat(tpath)  # cheap rejection before the realpath walk
-                return os.path.realpath(tpath), st
-            host = self.host(tpath)
-            return host, os.stat(host)
-        except OSError:
-            return None
-
-
-# -- the loader being emulated ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CpuInfo:
-    vendor: str
-    flags: frozenset[str]
-
-    @staticmethod
-    @functools.cache
-    def host() -> CpuInfo:
-        vendor, flags = "", frozenset[str]()
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    key, _, value = line.partition(":")
-                    key = key.strip()
-                    if key == "vendor_id" and not vendor:
-                        vendor = value.strip()
-                    elif key == "flags":
-                        flags = frozenset(value.split())
-                        break
-        except OSError:
-            pass  # no CPU information: only the baseline is assumed
-        return CpuInfo(vendor, flags)
-
-    def has(self, *names: str) -> bool:
-        return all(n in self.flags for n in names)
-
-    def x86_64_levels(self) -> int:
-        """Highest x86-64 micro-architecture level (1 = baseline .. 4 = x86-64-v4)."""
-        # /proc/cpuinfo spells SSE3 "pni" and LZCNT "abm".
-        steps = (
-            ("cx16", "lahf_lm", "popcnt", "pni", "ssse3", "sse4_1", "sse4_2"),
-            ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"),
-            ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"),
-        )
-        level = 1
-        for needed in steps:
-            if not self.has(*needed):
-                break
-            level += 1
-        return level
-
-
-@dataclass(frozen=True)
-class LoaderModel:
-    """The ld.so a program of one class and machine gets, on this CPU."""
-
-    bits: int
-    machine: int
-    system_dirs: tuple[str, ...]  # each with a trailing "/", as ld.so stores them
-    lib: str  # $LIB
-    platform: str  # $PLATFORM
-    subdirs: tuple[str, ...]  # per search directory, best first; "" (the directory) last
-    cache: CacheSelector
-
-    @property
-    def name(self) -> str:
-        return f"ELF{self.bits} {'x86-64' if self.machine == EM_X86_64 else 'i386'}"
-
-
-def _legacy_subdirs(hwcaps: Sequence[str], platform: str) -> list[str]:
-    # glibc's power set of (hwcap names..., platform, "tls"): the subset with every element
-    # first, the empty one (the directory itself) last, names joined last-element-first.
-    parts = [*hwcaps, platform, "tls"]
-    out: list[str] = []
-    for mask in range((1 << len(parts)) - 1, -1, -1):
-        chosen = [parts[i] for i in range(len(parts) - 1, -1, -1) if mask >> i & 1]
-        sub = "".join(p + "/" for p in chosen)
-        if sub not in out:
-            out.append(sub)
-    return out
-
-
-def loader_model(bits: int, machine: int, cpu: CpuInfo, *, lib32: bool = False) -> LoaderModel:
-    """The search rules of Debian's glibc 2.36 ld.so for ``bits``/``machine`` on ``cpu``."""
-    intel = cpu.vendor == "GenuineIntel"
-    if bits == 64 and machine == EM_X86_64:
-        hwcap = 1 << 1  # x86_64
-        platform = "x86_64"  # AT_PLATFORM; glibc renames it on Intel CPUs only
-        if intel and cpu.has("avx512f", "avx512cd"):
-            if cpu.has("avx512er"):
-                if cpu.has("avx512pf"):
-                    platform = "xeon_phi"
-            elif cpu.has("avx512bw", "avx512dq", "avx512vl"):
-                hwcap |= 1 << 2  # avx512_1
-        if (
-            intel
-            and platform == "x86_64"
-            and cpu.has("avx2", "fma", "bmi1", "bmi2", "abm", "movbe", "popcnt")
-        ):
-            platform = "haswell"
-        level = cpu.x86_64_levels()
-        hwcaps = tuple(f"x86-64-v{n}" for n in range(level, 1, -1))
-        known = _X86_PLATFORMS[2:4]
-        selector = CacheSelector(
-            accepted_flags=frozenset({FLAGS_X86_64}),
-            default_flags=FLAGS_X86_64,
-            hwcaps_subdirs=hwcaps,
-            isa_levels=frozenset(range(level)),
-            hwcap=hwcap,
-            platform_bit=(
-                1 << (FIRST_PLATFORM_BIT + _X86_PLATFORMS.index(platform))
-                if platform in known
-                else U64
-            ),
-            platform_mask=((1 << 4) - 1) << FIRST_PLATFORM_BIT,
-        )
-        triplet = "x86_64-linux-gnu"
-    elif bits == 32 and machine == EM_386:
-        hwcap = 1 if cpu.has("sse2") else 0
-        platform = "i686"
-        hwcaps = ()  # glibc 2.36 has no glibc-hwcaps levels for i386
-        selector = CacheSelector(
-            accepted_flags=frozenset({FLAG_ELF, FLAG_ELF_LIBC6}),
-            default_flags=FLAG_ELF_LIBC6,
-            hwcap=hwcap,
-            platform_bit=1 << (FIRST_PLATFORM_BIT + 1),
-            platform_mask=((1 << 2) - 1) << FIRST_PLATFORM_BIT,
-        )
-        triplet = "i386-linux-gnu"
-    else:
-        raise ValueError(f"no loader model for ELF{bits} machine {machine}")
-    names = [n for i, n in enumerate(_HWCAP_NAMES) if hwcap >> i & 1]
-    system = [f"/lib/{triplet}/", f"/usr/lib/{triplet}/", "/lib/", "/usr/lib/"]
-    lib = f"lib/{triplet}"
-    if lib32:
-        system[:0] = ["/lib32/", "/usr/lib32/"]
-        lib = "lib32"
-    return LoaderModel(
-        bits=bits,
-        machine=machine,
-        system_dirs=tuple(system),
-        lib=lib,
-        platform=platform,
-        subdirs=(*(f"glibc-hwcaps/{h}/" for h in hwcaps), *_legacy_subdirs(names, platform)),
-        cache=selector,
-    )
-
-
-# -- reading objects -------------------------------------------------------------------------
-
-
-class _BadObject(Exception):
-    """ld.so would refuse this file with the given reason."""
-
-
-@dataclass(frozen=True)
-class _Facts:
-    is64: bool
-    machine: int
-    type: int
-    little_endian: bool
-    interpreter: str | None
-    dynamic: DynamicInfo | None
-
-    @property
-    def bits(self) -> int:
-        return 64 if self.is64 else 32
-
-
-def _parse_elf(data: bytes) -> _Facts:
-    elf = ElfFile(data)
-    return _Facts(elf.is64, elf.machine, elf.type, elf.little_endian, elf.interpreter, elf.dynamic)
-
-
-@functools.lru_cache(maxsize=8192)
-def _facts_cached(host: str, _identity: tuple[int, int, int, int]) -> _Facts | str:
-    """Facts of an ELF file, or the reason it is not one. Keyed by the file's identity."""
-    try:
-        with open(host, "rb") as f:
-            data = f.read(HEAD_BYTES)
-            if len(data) < 4 or data[:4] != b"\x7fELF":
-                return "invalid ELF header" if len(data) >= 64 else "file too short"
-            try:
-                return _parse_elf(data)
-            except ElfError:
-                if os.fstat(f.fileno()).st_size <= len(data):
-                    raise
-            # Headers or strings lie past the first block: map the whole file (only the pages
-            # the parser touches are read, so a 100 MB library costs little) and retry.
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as whole:
-                return _parse_elf(whole)  # type: ignore[arg-type]
-    except ElfError as e:
-        return f"corrupt ELF file: {e}"
-    except OSError as e:
-        return f"cannot read file data: {e.strerror or e}"
-
-
-def _facts(host: str, st: os.stat_result) -> _Facts:
-    if stat.S_ISDIR(st.st_mode):
-        raise _BadObject("cannot read file data: Is a directory")
-    if not stat.S_ISREG(st.st_mode):
-        raise _BadObject("not a regular file")  # never open a FIFO or a device
-    got = _facts_cached(host, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
-    if isinstance(got, str):
-        raise _BadObject(got)
-    return got
-
-
-@functools.lru_cache(maxsize=64)
-def _built_for_lib32(interp_host: str) -> bool:
-    """Is this i386 loader the biarch build whose system directories are /lib32 and /usr/lib32?
-
-    Decided from the loader's own bytes (its compiled-in search path), not from where it sits:
-    in a bundle the loader is a plain file at its PT_INTERP path (/lib/ld-linux.so.2).
-    """
-    try:
-        with open(interp_host, "rb") as f:
-            return b"\0/usr/lib32/\0" in f.read(4 << 20)
-    except OSError:
-        return False
-
-
-def _read_head(host: str, limit: int) -> bytes:
-    with open(host, "rb") as f:
-        return f.read(limit)
-
-
 # -- the walk --------------------------------------------------------------------------------
-
-
-_DST = re.compile(r"\$(?:\{(ORIGIN|PLATFORM|LIB)\}|(ORIGIN|PLATFORM|LIB)(?![A-Za-z0-9_]))")
-
-
-@dataclass(eq=False)
-class _Obj:
-    """A loaded object of one program (ld.so's link_map)."""
-
-    path: str  # l_name: the target path it was opened by ("" never: we keep the input path)
-    realpath: str
-    identity: tuple[int, int] | None  # None for the program: ld.so records none for it
-    facts: _Facts
-    loader: _Obj | None
-    names: set[str]
-    origin: str
-    is_main: bool = False
-    queued: bool = False
-    rpath_dirs: list[str] | None = None  # expanded once, on first use
-    runpath_dirs: list[str] | None = None
-    llp_dirs: list[str] | None = None  # the program's view of --library-path
-
-    @property
-    def dyn(self) -> DynamicInfo:
-        return self.facts.dynamic or DynamicInfo((), None, None, None, 0)
-
-    @property
-    def nodeflib(self) -> bool:
-        return bool(self.dyn.flags_1 & DF_1_NODEFLIB)
-
-    def answers_to(self, name: str) -> bool:
-        return (not self.is_main and name == self.path) or name in self.names
 
 
 @dataclass
 class _Rec:
+    """A closure entry being collected: the first way the file was found, then aliases."""
+
     name: str
     path: str
     realpath: str
@@ -520,53 +206,27 @@ class _Rec:
         )
 
 
-@dataclass(frozen=True)
-class _Found:
-    path: str
-    realpath: str
-    identity: tuple[int, int]
-    facts: _Facts
-    rule: str
-
-    def ruled(self, rule: str) -> _Found:
-        return _Found(self.path, self.realpath, self.identity, self.facts, rule)
-
-
-class _Miss(Enum):
-    ABSENT = "absent"
-    OTHER_ARCH = "another class or machine"
-
-
 class _Walker:
     def __init__(self, root: str | None, library_path: Sequence[str], use_ld_cache: bool) -> None:
         if root is not None and not os.path.isdir(root):
             raise UserError(f"{root}: --root is not a directory")
-        self.fs = _Fs(root)
-        self.cwd = "/" if root is not None else os.getcwd()
-        self.library_path = list(library_path)
-        self.use_ld_cache = use_ld_cache
+        self.fs = TargetFs(root)
+        self.ld = Searcher(
+            self.fs, "/" if root is not None else os.getcwd(), library_path, use_ld_cache
+        )
         self.model: LoaderModel | None = None
         self.model_from = ""
-        self._cache: LdCache | bool | None = False  # False: not loaded yet
-        self._probes: dict[str, _Found | str | _Miss] = {}
         self.inputs: list[Library] = []
         self.by_input: list[InputClosure] = []
         self.libs: dict[str, _Rec] = {}
         self.missing: list[tuple[str, str]] = []
         self.reasons: dict[tuple[str, str], str] = {}
+        self.tried: dict[tuple[str, str], list[Attempt]] = {}
 
     # -- helpers ----------------------------------------------------------------------------
 
     def absolute(self, path: str) -> str:
-        return path if path.startswith("/") else os.path.join(self.cwd, path)
-
-    def ldcache(self) -> LdCache | None:
-        if self._cache is False:
-            if self.fs.root is None:
-                self._cache = load_ldcache(DEFAULT_CACHE)
-            else:
-                self._cache = load_ldcache(self.fs.host(DEFAULT_CACHE))
-        return self._cache if isinstance(self._cache, LdCache) else None
+        return self.ld.absolute(path)
 
     def record(self, name: str, path: str, real: str, rule: str, needed_by: str | None) -> None:
         mine = self.by_input[-1].libraries
@@ -578,7 +238,13 @@ class _Walker:
         elif path != rec.path and path not in rec.aliases:
             rec.aliases.append(path)
 
-    def miss(self, name: str, needed_by: str, reason: str | None = None) -> None:
+    def miss(
+        self,
+        name: str,
+        needed_by: str,
+        reason: str | None = None,
+        tried: Sequence[Attempt] = (),
+    ) -> None:
         key = (name, needed_by)
         if key not in self.by_input[-1].missing:
             self.by_input[-1].missing.append(key)
@@ -586,8 +252,10 @@ class _Walker:
             self.missing.append(key)
             if reason:
                 self.reasons[key] = reason
+            if tried:
+                self.tried[key] = list(tried)
 
-    def model_for(self, tpath: str, facts: _Facts, interp_host: str | None) -> LoaderModel:
+    def model_for(self, tpath: str, facts: Facts, interp_host: str | None) -> LoaderModel:
         if (facts.bits, facts.machine) not in ((64, EM_X86_64), (32, EM_386)):
             machine = MACHINE_NAMES.get(facts.machine, f"machine {facts.machine}")
             raise UserError(
@@ -595,7 +263,7 @@ class _Walker:
                 "(x86-64 and i386 only)"
             )
         if self.model is None:
-            lib32 = interp_host is not None and _built_for_lib32(interp_host)
+            lib32 = interp_host is not None and built_for_lib32(interp_host)
             self.model = loader_model(facts.bits, facts.machine, CpuInfo.host(), lib32=lib32)
             self.model_from = tpath
         elif (self.model.bits, self.model.machine) != (facts.bits, facts.machine):
@@ -629,13 +297,13 @@ class _Walker:
         if not stat.S_ISREG(st.st_mode):
             raise UserError(f"{arg}: not a regular file")
         try:
-            head = _read_head(real, SHEBANG_BYTES)
+            head = read_head(real, SHEBANG_BYTES)
         except OSError as e:
             raise UserError(f"{arg}: cannot read: {e.strerror or e}") from None
         if head.startswith(b"\x7fELF"):
             try:
-                _facts(real, st)
-            except _BadObject as e:
+                read_facts(real, st)
+            except BadObject as e:
                 raise UserError(f"{arg}: not a valid ELF file: {e}") from None
         self.inputs.append(Library(arg, tpath, real, "input", None))
         self.by_input.append(InputClosure())
@@ -649,8 +317,8 @@ class _Walker:
             self.script(tpath, head, depth)
         elif head.startswith(b"\x7fELF"):
             try:
-                facts = _facts(real, st)
-            except _BadObject as e:
+                facts = read_facts(real, st)
+            except BadObject as e:
                 raise UserError(f"{tpath}: not a valid ELF file: {e}") from None
             self.program(tpath, real, facts)
         # Anything else is data for this purpose: it needs nothing.
@@ -673,23 +341,26 @@ class _Walker:
             if "/" in name:
                 self.run_interpreter(name, self.absolute(name), "#! interpreter", tpath, depth)
                 return
+            rule = "#! interpreter (env PATH)"
             for d in DEFAULT_PATH:
                 cand = f"{d}/{name}"
                 hit = self.fs.lookup(cand)
                 if hit and stat.S_ISREG(hit[1].st_mode) and hit[1].st_mode & 0o111:
-                    self.run_interpreter(name, cand, "#! interpreter (env PATH)", tpath, depth)
+                    self.run_interpreter(name, cand, rule, tpath, depth)
                     return
-            self.miss(name, tpath, "not found in PATH " + ":".join(DEFAULT_PATH))
+            tried = [Attempt(f"{d}/{name}", rule, "absent") for d in DEFAULT_PATH]
+            self.miss(name, tpath, "not found in PATH " + ":".join(DEFAULT_PATH), tried)
 
     def run_interpreter(self, name: str, ipath: str, rule: str, by: str, depth: int) -> bool:
         hit = self.fs.lookup(ipath)
         if hit is None or not stat.S_ISREG(hit[1].st_mode):
-            self.miss(name, by)
+            result = "absent" if hit is None else "not a regular file"
+            self.miss(name, by, None, [Attempt(ipath, rule, result)])
             return False
         real, st = hit
         self.record(name, ipath, real, rule, by)
         try:
-            head = _read_head(real, SHEBANG_BYTES)
+            head = read_head(real, SHEBANG_BYTES)
         except OSError as e:
             self.miss(name, by, f"cannot read: {e.strerror or e}")
             return False
@@ -698,13 +369,13 @@ class _Walker:
 
     # -- one program --------------------------------------------------------------------------
 
-    def program(self, tpath: str, real: str, facts: _Facts) -> None:
+    def program(self, tpath: str, real: str, facts: Facts) -> None:
         interp_hit = None
         if facts.interpreter:
             interp_hit = self.fs.lookup(self.absolute(facts.interpreter))
         model = self.model_for(tpath, facts, interp_hit[0] if interp_hit else None)
         soname = facts.dynamic.soname if facts.dynamic else None
-        main = _Obj(
+        main = LoadedObject(
             path=tpath,
             realpath=real,
             identity=None,
@@ -718,17 +389,17 @@ class _Walker:
         if facts.interpreter:
             ipath = self.absolute(facts.interpreter)
             if interp_hit is None:
-                self.miss(facts.interpreter, tpath)
+                self.miss(facts.interpreter, tpath, None, [Attempt(ipath, "interpreter", "absent")])
             else:
                 ireal, ist = interp_hit
                 try:
-                    ifacts = _facts(ireal, ist)
-                except _BadObject as e:
+                    ifacts = read_facts(ireal, ist)
+                except BadObject as e:
                     self.miss(facts.interpreter, tpath, str(e))
                 else:
                     isoname = ifacts.dynamic.soname if ifacts.dynamic else None
                     loaded.append(
-                        _Obj(
+                        LoadedObject(
                             path=ipath,
                             realpath=ireal,
                             identity=(ist.st_dev, ist.st_ino),
@@ -746,7 +417,7 @@ class _Walker:
         while queue:
             obj = queue.popleft()
             for raw in obj.dyn.needed:
-                name = self.expand(raw, obj, model)
+                name = self.ld.expand(raw, obj, model)
                 dep = next((o for o in loaded if o.answers_to(name)), None)
                 if dep is None:
                     dep = self.load(raw, name, obj, main, loaded, model)
@@ -755,18 +426,26 @@ class _Walker:
                     queue.append(dep)
 
     def load(
-        self, raw: str, name: str, req: _Obj, main: _Obj, loaded: list[_Obj], model: LoaderModel
-    ) -> _Obj | None:
-        found = self.search(name, req, main, model)
+        self,
+        raw: str,
+        name: str,
+        req: LoadedObject,
+        main: LoadedObject,
+        loaded: list[LoadedObject],
+        model: LoaderModel,
+    ) -> LoadedObject | None:
+        found = self.ld.search(name, req, main, model)
         if isinstance(found, str):
-            self.miss(raw, req.path, found if found != "not found" else None)
+            tried: list[Attempt] = []
+            self.ld.search(name, req, main, model, tried)  # again, noting each place looked at
+            self.miss(raw, req.path, found if found != "not found" else None, tried)
             return None
         for o in loaded:
             if o.identity == found.identity:
                 o.names.add(name)  # same file under another name: ld.so reuses the object
                 self.record(raw, found.path, found.realpath, found.rule, req.path)
                 return o
-        obj = _Obj(
+        obj = LoadedObject(
             path=found.path,
             realpath=found.realpath,
             identity=found.identity,
@@ -781,140 +460,13 @@ class _Walker:
 
     # -- searching ---------------------------------------------------------------------------
 
-    def expand(self, text: str, obj: _Obj, model: LoaderModel) -> str:
-        values = {"ORIGIN": obj.origin, "PLATFORM": model.platform, "LIB": model.lib}
-        return _DST.sub(lambda m: values[m.group(1) or m.group(2)], text)
-
-    def dirs(self, spec: str | Sequence[str], obj: _Obj, model: LoaderModel) -> list[str]:
-        """A search path as ld.so stores it: expanded, one trailing "/", no duplicates.
-
-        An empty element means the current directory; one that expands to nothing is dropped.
-        """
-        out: list[str] = []
-        for part in spec.split(":") if isinstance(spec, str) else spec:
-            d = ""
-            if part:
-                d = self.expand(part, obj, model)
-                if not d:
-                    continue
-                d = d.rstrip("/") + "/"
-            if d not in out:
-                out.append(d)
-        return out
-
-    def probe(self, tpath: str, model: LoaderModel) -> _Found | str | _Miss:
-        """A candidate file: usable (a _Found whose rule is unset), absent or skipped (_Miss),
-        or refused with a reason that stops the search (str), as ld.so's open_verify."""
-        if tpath in self._probes:
-            return self._probes[tpath]
-        result: _Found | str | _Miss
-        hit = self.fs.lookup(tpath)
-        if hit is None:
-            result = _Miss.ABSENT
-        else:
-            real, st = hit
-            try:
-                facts = _facts(real, st)
-            except _BadObject as e:
-                result = f"{tpath}: {e}"
-            else:
-                # ld.so's order: another class is skipped, a foreign byte order is an error,
-                # another machine is skipped again.
-                if facts.bits != model.bits:
-                    result = _Miss.OTHER_ARCH
-                elif not facts.little_endian:
-                    result = f"{tpath}: ELF file data encoding not little-endian"
-                elif facts.machine != model.machine:
-                    result = _Miss.OTHER_ARCH
-                elif facts.type not in (ET_DYN, ET_EXEC):
-                    result = f"{tpath}: only ET_DYN and ET_EXEC can be loaded"
-                else:
-                    result = _Found(tpath, real, (st.st_dev, st.st_ino), facts, "")
-        self._probes[tpath] = result
-        return result
-
-    def try_dirs(
-        self, name: str, dirs: Sequence[str], rule: str, model: LoaderModel, skipped: list[bool]
-    ) -> _Found | str | None:
-        for d in dirs:
-            for sub in model.subdirs:
-                got = self.probe(self.absolute(d + sub + name), model)
-                if isinstance(got, _Miss):
-                    skipped[0] |= got is _Miss.OTHER_ARCH
-                    continue
-                if isinstance(got, str):
-                    return got
-                return got.ruled(f"{rule} ({sub.rstrip('/')})" if sub else rule)
-        return None
-
-    def search_path(
-        self, req: _Obj, main: _Obj, model: LoaderModel
-    ) -> Iterator[tuple[list[str], str]]:
-        """The directory lists searched before ld.so.cache, in order, with their rule."""
-        if req.dyn.runpath is None:
-            did_main = False
-            obj: _Obj | None = req
-            while obj is not None:
-                if dirs := self.rpath_of(obj, model):
-                    yield dirs, f"DT_RPATH of {obj.path}"
-                    did_main |= obj is main
-                obj = obj.loader
-            if not did_main and (dirs := self.rpath_of(main, model)):
-                yield dirs, f"DT_RPATH of {main.path}"
-        if self.library_path:
-            if main.llp_dirs is None:
-                main.llp_dirs = self.dirs(self.library_path, main, model)
-            yield main.llp_dirs, "--library-path"
-        if req.dyn.runpath:
-            if req.runpath_dirs is None:
-                req.runpath_dirs = self.dirs(req.dyn.runpath, req, model)
-            yield req.runpath_dirs, "DT_RUNPATH"
-
-    def rpath_of(self, obj: _Obj, model: LoaderModel) -> list[str]:
-        # An object with DT_RUNPATH contributes no DT_RPATH, not even to its dependents.
-        if obj.rpath_dirs is None:
-            rpath = obj.dyn.rpath if obj.dyn.runpath is None else None
-            obj.rpath_dirs = self.dirs(rpath, obj, model) if rpath else []
-        return obj.rpath_dirs
-
-    def search(self, name: str, req: _Obj, main: _Obj, model: LoaderModel) -> _Found | str:
-        """Where ld.so finds ``name`` for ``req``, or why it does not."""
-        if "/" in name:
-            got = self.probe(self.absolute(name), model)
-            if isinstance(got, _Found):
-                return got.ruled("path in DT_NEEDED")
-            return got if isinstance(got, str) else "not found"
-        skipped = [False]
-        for dirs, rule in self.search_path(req, main, model):
-            if (found := self.try_dirs(name, dirs, rule, model, skipped)) is not None:
-                return found
-        if self.use_ld_cache and (cache := self.ldcache()) is not None:
-            entry = cache.lookup(name, model.cache)
-            # With DF_1_NODEFLIB, entries under a default directory are ignored (by prefix).
-            if entry is not None and not (
-                req.nodeflib and entry.value.startswith(model.system_dirs)
-            ):
-                got = self.probe(self.absolute(entry.value), model)
-                if isinstance(got, str):
-                    return got
-                if isinstance(got, _Found):
-                    sub = entry.hwcaps_subdir
-                    return got.ruled("ld.so.cache" + (f" (glibc-hwcaps/{sub})" if sub else ""))
-                skipped[0] |= got is _Miss.OTHER_ARCH
-        if not req.nodeflib:
-            found = self.try_dirs(name, model.system_dirs, "default directory", model, skipped)
-            if found is not None:
-                return found
-        if skipped[0]:
-            return "not found (a file of another ELF class or machine was skipped)"
-        return "not found"
-
     def closure(self) -> Closure:
         return Closure(
             inputs=list(self.inputs),
             libraries=[rec.freeze() for rec in self.libs.values()],
             missing=list(self.missing),
             reasons=dict(self.reasons),
+            tried=dict(self.tried),
             by_input=list(self.by_input),
             bits=self.model.bits if self.model is not None else None,
         )

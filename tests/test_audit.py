@@ -355,8 +355,9 @@ def test_json_structure(full_tar, files):
     doc = json.loads(res.stdout)
     assert list(doc) == [
         "format", "audit_format", "tool", "version", "bundle", "abi", "manifest", "summary",
-        "members", "skipped", "problems", "fail_on", "failed",
+        "members", "skipped", "problems", "packages", "fail_on", "failed",
     ]  # fmt: skip
+    assert doc["packages"] is None  # no SBOM in this bundle
     assert (doc["format"], doc["audit_format"]) == (1, 1)
     assert (doc["abi"], doc["fail_on"]) == ("redzone", "unpatchable")
     assert doc["failed"] == ["1 unpatchable site(s) in 1 file(s)"]

@@ -78,8 +78,49 @@ def test_missing_library_is_shown_and_exits_1_with_one_line(tmp_path: Path) -> N
     res = cli("deps", "--json", prog)
     assert res.returncode == 1
     doc = json.loads(res.stdout)
-    assert doc["missing"] == [{"name": "libb.so", "needed_by": str(liba), "reason": "not found"}]
+    [item] = doc["missing"]
+    assert {k: item[k] for k in ("name", "needed_by", "reason")} == {
+        "name": "libb.so",
+        "needed_by": str(liba),
+        "reason": "not found",
+    }
     one_error_line(res)
+
+
+def test_missing_library_lists_every_place_tried_with_its_rule(tmp_path: Path) -> None:
+    # Like libtree: the DT_RUNPATH directories, ld.so.cache, the default directories, in order.
+    d, other = tmp_path / "d", tmp_path / "other"
+    libb = lib(d / "libb.so")
+    liba = lib(d / "liba.so", libb, *runpath(other))  # libb is not in liba's DT_RUNPATH
+    prog = exe(tmp_path / "prog", liba, f"-Wl,-rpath-link,{d}", *runpath(d))
+    res = cli("deps", "--json", prog)
+    assert res.returncode == 1
+    [item] = json.loads(res.stdout)["missing"]
+    tried = [(t["path"], t["rule"], t["result"]) for t in item["tried"]]
+    assert tried == [
+        (f"{other}/libb.so", "DT_RUNPATH", "absent"),
+        ("/etc/ld.so.cache", "ld.so.cache", "no entry"),
+        ("/lib/x86_64-linux-gnu/libb.so", "default directory", "absent"),
+        ("/usr/lib/x86_64-linux-gnu/libb.so", "default directory", "absent"),
+        ("/lib/libb.so", "default directory", "absent"),
+        ("/usr/lib/libb.so", "default directory", "absent"),
+    ]
+    text = cli("deps", prog).stdout.splitlines()
+    at = text.index("│   └── libb.so => not found")
+    assert text[at + 1 : at + 3] == [
+        f"│         tried {other}/libb.so [DT_RUNPATH]: absent",
+        "│         tried /etc/ld.so.cache [ld.so.cache]: no entry",
+    ]
+    # pack says the same in its one-line error, and writes nothing.
+    out = tmp_path / "out.tar"
+    res = cli("pack", prog, "-o", out)
+    assert res.returncode == 1 and not out.exists()
+    assert one_error_line(res) == (
+        f"litebox-pack: error: 1 missing library: libb.so (needed by {liba}; tried DT_RUNPATH "
+        f"{other}/libb.so, ld.so.cache /etc/ld.so.cache: no entry, default directory "
+        "/lib/x86_64-linux-gnu/libb.so /usr/lib/x86_64-linux-gnu/libb.so /lib/libb.so "
+        "/usr/lib/libb.so)"
+    )
 
 
 def test_library_path_option(tmp_path: Path) -> None:

@@ -104,6 +104,7 @@ def test_deps(tmp_path: Path) -> None:
     missing = _json("deps", "m", "--json", cwd=tmp_path, status=1)
     check("deps", missing)
     assert [m["name"] for m in missing["missing"]] == ["libfoo.so"]
+    assert missing["missing"][0]["tried"]  # where the search looked
 
 
 @pytest.mark.parametrize("unpatchable", ["fail", "keep"])
@@ -122,7 +123,9 @@ def test_audit(build_sample: BuildSample, tmp_path: Path) -> None:
     assert (
         cli("/bin/ls", lone, "-o", "b.tar", "--unpatchable", "keep", cwd=tmp_path).returncode == 0
     )
-    check("audit", _json("audit", "b.tar", "--json", cwd=tmp_path))
+    audit = _json("audit", "b.tar", "--json", cwd=tmp_path)
+    check("audit", audit)
+    assert audit["packages"]  # from the bundle's SBOM
     gate = _json("audit", "b.tar", "--json", "--fail-on", "any", cwd=tmp_path, status=3)
     check("audit", gate)
     assert gate["failed"]
@@ -134,3 +137,10 @@ def test_run_report(build_sample: BuildSample, tmp_path: Path) -> None:
     res = cli("run", "h.tar", "--report", "r.json", "--", str(hello), "x", cwd=tmp_path)
     assert "hello from litebox-pack" in res.stdout, res.stderr
     check("run-report", json.loads((tmp_path / "r.json").read_text()))
+
+
+def test_cache(tmp_path: Path) -> None:
+    assert cli("/bin/true", "-o", "t.tar", cwd=tmp_path).returncode == 0
+    doc = _json("cache", "--json", cwd=tmp_path)
+    check("cache", doc)
+    assert doc["size"] > 0 and doc["entries"] > 0

@@ -58,7 +58,7 @@ class FakeRun:
         lacking = [{"path": p, "syscall": "openat", "count": 1} for p in self.needs(have)]
         lacking = [i for i in lacking if i["path"] not in have]
         key = "host_used" if view == "host-fs" else "missing"
-        files: dict[str, Any] = {"missing": [], "host_used": [], "refused_writes": []}
+        files: dict[str, Any] = {"missing": [], "kernel": [], "host_used": [], "refused_writes": []}
         files[key] = lacking
         return Outcome(self.status, {"view": view, "files": files}, b"out\n", b"err\n")
 

@@ -198,11 +198,11 @@ def test_learned_bundle_runs_like_the_native_program(
     doc = json.loads(report.read_text())
     assert doc["view"] == "litebox"
     assert doc["escapes"]["total"] == 0, doc["escapes"]
-    # /proc and /sys are the kernel's, not files: no bundle can hold them, and LiteBox has
-    # neither. run lists what the guest probed there (libselinux reads /proc/filesystems);
-    # everything else it looked up must be in the bundle.
-    missing = [i["path"] for i in doc["files"]["missing"]]
-    assert [p for p in missing if not p.startswith(("/proc/", "/sys/"))] == []
+    # Everything the guest looked up must be in the bundle. What it probed in /proc and /sys
+    # (libselinux reads /proc/filesystems) is listed apart: no bundle can hold it.
+    assert doc["files"]["missing"] == []
+    kernel = [i["path"] for i in doc["files"]["kernel"]]
+    assert all(p.startswith(("/proc/", "/sys/", "/dev/")) for p in kernel), kernel
     # run's own lines (litebox-pack: ...) are not the program's: compare the program's.
     guest_err = b"".join(
         line

@@ -85,11 +85,24 @@ def test_dockerfile_builds_an_image_that_runs_litebox_pack() -> None:
     words = dict(final)
     assert json.loads(words["ENTRYPOINT"]) == ["litebox-pack"]
     assert words["WORKDIR"] == "/data"  # so `-v "$PWD:/data"` and relative paths meet
-    assert words["ENV"].startswith("PATH=/opt/litebox-pack/bin:")
-    # `litebox-pack run` builds its native runtime with the image's compiler
+    env = shlex.split(words["ENV"])
+    assert env[0].startswith("PATH=/opt/litebox-pack/bin:")
+    # `litebox-pack run` uses the runtime the build stage compiled: no compiler is shipped.
+    assert "LITEBOX_PACK_RUNTIME_DIR=/opt/litebox-pack/runtime" in env
     apt = next(args for word, args in final if word == "RUN" and "apt-get install" in args)
-    assert {"python3", "gcc", "libc6-dev"} <= set(shlex.split(apt))
+    installed = set(shlex.split(apt))
+    assert "python3" in installed
+    assert not installed & {"gcc", "cc", "clang", "libc6-dev", "build-essential", "binutils"}
+    build_runs = " ".join(args for word, args in steps[: stages[-1]] if word == "RUN")
+    assert "-m packager.runtime.build /opt/litebox-pack/runtime" in build_runs
     assert ("COPY", "--from=build /opt/litebox-pack /opt/litebox-pack") in final
+    # Not root, by number (so the host can resolve it); OCI labels.
+    user = words["USER"].split(":")[0]
+    assert user.isdigit() and user != "0"
+    labels = dict(kv.split("=", 1) for kv in shlex.split(words["LABEL"]))
+    for key in ("title", "description", "licenses", "version"):
+        assert labels[f"org.opencontainers.image.{key}"], key
+    assert labels["org.opencontainers.image.licenses"] == "MIT"
     # everything the package is built from is copied into the build stage
     copied = {
         src
@@ -100,7 +113,7 @@ def test_dockerfile_builds_an_image_that_runs_litebox_pack() -> None:
     }
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
-    assert packages | {"pyproject.toml", project["project"]["readme"]} <= copied
+    assert packages | {"pyproject.toml", project["project"]["readme"], "LICENSE"} <= copied
     for src in copied:
         assert (ROOT / src).exists(), src
 
@@ -146,6 +159,7 @@ def test_buildah_builds_the_dockerfile_and_the_image_packages(tmp_path: Path) ->
     data = tmp_path / "data"
     data.mkdir()
     _ok(["gcc", "-O2", "-o", data / "hello", ROOT / "samples" / "hello.c"])
+    os.chown(data, 1000, 1000)  # a user's directory: the image runs as uid 1000, not root
     image = _ok(["buildah", *store, "from", "--pull=never", "localhost/litebox-pack"])
     run: list[str | Path] = ["buildah", *store, "run", "--isolation=chroot", "-v", f"{data}:/data"]
     run += [image.stdout.strip(), "--"]
@@ -153,7 +167,10 @@ def test_buildah_builds_the_dockerfile_and_the_image_packages(tmp_path: Path) ->
     from tests.tarcheck import read_strict
 
     assert "data/hello" in {m.path for m in read_strict(data / "hello.tar")}
-    got = _ok([*run, "litebox-pack", "run", "/data/hello.tar", "--", "/data/hello"])
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in data.glob("hello.*")} == {(1000, 1000)}
+    # A container gets no user namespaces, which run's LiteBox view needs: --host-fs is the
+    # documented fallback, and it still uses the image's prebuilt runtime (no compiler there).
+    got = _ok([*run, "litebox-pack", "run", "--host-fs", "/data/hello.tar", "--", "/data/hello"])
     native = _ok([data / "hello"])
     assert got.stdout == native.stdout
 

@@ -290,6 +290,7 @@ def test_entrypoint_closure(tmp_path: Path, image: BuiltImage) -> None:
         "litebox/config.json",
         "litebox/config_and_run.sh",
         "litebox/manifest.json",
+        "litebox/sbom.cdx.json",
     }
     got = cli("run", tar, "--", *RUN_SCRIPT, cwd=tmp_path, cache=image.cache)
     assert got.returncode == 3, got.stderr
@@ -539,6 +540,7 @@ def test_script_entrypoint_brings_its_interpreter(tmp_path: Path, image: BuiltIm
         "usr/local/bin/start",
         "bin/sh",
         "litebox/manifest.json",
+        "litebox/sbom.cdx.json",
     }
     got = cli("run", tar, "--", *RUN_SCRIPT, cwd=tmp_path, cache=image.cache)
     assert (got.returncode, got.stdout) == (0, "started: x y\n"), got.stderr

@@ -542,6 +542,26 @@ def test_other_class_and_machine_candidates_are_skipped(tmp_path: Path) -> None:
     assert_like_ldd(closure, ldd(only_wrong))
 
 
+def test_a_failed_search_records_skipped_candidates_and_nodeflib(tmp_path: Path) -> None:
+    w32 = tmp_path / "w32"
+    w32.mkdir()
+    _elf32_library(w32, "libw.so")
+    good = lib(tmp_path / "w64" / "libw.so")
+    prog = exe(tmp_path / "prog", good, *runpath(w32))
+    closure = resolve([str(prog)])
+    tried = closure.tried[("libw.so", str(prog))]
+    assert (tried[0].path, tried[0].rule) == (f"{w32}/libw.so", "DT_RUNPATH")
+    assert tried[0].result.startswith("another ELF class or machine")
+    assert [t.rule for t in tried[1:]] == ["ld.so.cache"] + ["default directory"] * 4
+    # DF_1_NODEFLIB: the cache entry under a default directory is ignored, the directories too.
+    libn = lib(tmp_path / "d" / "libn.so", "-Wl,-z,nodefaultlib", "-lz")
+    prog = exe(tmp_path / "progn", libn, *runpath(tmp_path / "d"))
+    tried = resolve([str(prog)]).tried[("libz.so.1", str(libn))]
+    assert tried[0].rule == "ld.so.cache" and tried[0].result == "ignored (DF_1_NODEFLIB)"
+    assert {t.result for t in tried[1:]} == {"skipped (DF_1_NODEFLIB)"}
+    assert len(tried) == 5
+
+
 def test_a_non_elf_candidate_stops_the_search(tmp_path: Path) -> None:
     d1, d2 = tmp_path / "d1", tmp_path / "d2"
     good = lib(d2 / "libq.so.1")

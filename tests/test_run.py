@@ -91,7 +91,8 @@ def native(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> Out
 
 
 SUMMARY = re.compile(
-    rb"^litebox-pack: warning: (\d+ paths? the bundle lacks|the guest created|\d+ writes? where)"
+    rb"^litebox-pack: warning: (\d+ paths? the bundle lacks|\d+ paths? under /proc"
+    rb"|the guest created|\d+ writes? where)"
 )
 
 

@@ -164,6 +164,22 @@ def test_strict_files_stops_at_the_first_missing_path(probe: str, tmp_path: Path
     assert got.stdout == b""
 
 
+def test_kernel_trees_are_listed_apart_from_missing_files(probe: str, tmp_path: Path) -> None:
+    # /proc, /sys and /dev hold the kernel's views: the host has them, LiteBox does not (beyond
+    # its few devices), and no bundle can. They are reported, but not as files the bundle
+    # lacks, and --strict-files does not stop on them.
+    tree = tree_with(tmp_path / "tree", [probe])
+    for extra in ((), ("--strict-files",)):
+        got, rep = under_run(tree, [probe, "exists", "/proc/self/status"], tmp_path, *extra)
+        assert (got.status, got.stdout) == (0, b"/proc/self/status: no\n"), got
+        assert rep["files"]["missing"] == []
+        assert [i["path"] for i in rep["files"]["kernel"]] == ["/proc/self/status"]
+        assert rep["summary"] == [
+            "litebox-pack: warning: 1 path under /proc, /sys or /dev that LiteBox does not "
+            "provide, e.g. /proc/self/status (see --report)"
+        ]
+
+
 def test_env_is_exactly_what_is_given(tmp_path: Path) -> None:
     tree = make_bundle(tmp_path / "tree", ["/usr/bin/env"])
     got, _ = under_run(tree, ["/usr/bin/env"], tmp_path, env={"A": "1", "B": "two words"})

@@ -23,8 +23,9 @@ from ..console import warn
 from ..errors import UsageError, UserError
 from ..fsutil import read_input, require_regular, work_dir
 from ..jsonload import MAX_JSON
-from ..plan import MANIFEST_PATH, Plan, build_plan
+from ..plan import MANIFEST_PATH, Plan, build_plan, litebox_lookup_path
 from ..resolve import DEFAULT_PATH, Closure, confined_realpath, resolve
+from ..sbom import SBOM_PATH
 from .auth import Credentials, from_docker_config
 from .findings import Findings
 from .image import (
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 CONFIG_PATH = "litebox/config.json"
 SCRIPT_PATH = "litebox/config_and_run.sh"
-RESERVED = frozenset({CONFIG_PATH, SCRIPT_PATH, MANIFEST_PATH})
+RESERVED = frozenset({CONFIG_PATH, SCRIPT_PATH, MANIFEST_PATH, SBOM_PATH})
 SHELL = "/bin/sh"
 RUN_ARGS = [SHELL, "/" + SCRIPT_PATH]
 ROOTFS = "rootfs"  # the tree's name in the staging directory, and in manifest sources
@@ -269,12 +270,12 @@ def _closure_plan(root: str, config: dict[str, Any]) -> Plan:
             )
     program = _find_program(root, argv[0], config)
     closure = resolve([SHELL, program], root=root)
-    closure.raise_if_missing()
+    closure.raise_if_missing(explain=True)
     plan = Plan()
     for lib, reason in _closure_members(closure, program):
         f = plan.file_for(f"{ROOTFS}/{os.path.relpath(lib.realpath, root)}")
         for path in (lib.path, *lib.aliases):
-            f.add(path, reason)
+            f.add(litebox_lookup_path(path), reason)
     cache = confined_realpath(root, "/etc/ld.so.cache")
     if os.path.isfile(cache):
         f = plan.file_for(f"{ROOTFS}/{os.path.relpath(cache, root)}")

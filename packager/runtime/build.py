@@ -26,6 +26,7 @@ from ..errors import UserError
 from .syscall_names import TABLES
 
 BINARY = "litebox-runtime"
+PREBUILT_ENV = "LITEBOX_PACK_RUNTIME_DIR"
 C_FILES = ("entry.S", "lib.c", "elf.c", "records.c", "callback.c", "view.c", "runtime.c")
 HEADERS = ("rt.h", "arch_x86_64.h", "arch_i386.h", "syscall_names.h")
 SOURCES = (*HEADERS, *C_FILES, "entry32.S")
@@ -172,6 +173,9 @@ def runtime_binary(arch: str = "x86_64") -> Path:
     (truncated, overwritten, replaced): that copy is thrown away and rebuilt."""
     target = TARGETS[arch]
     sources = _sources(arch)
+    shipped = prebuilt(target, sources)
+    if shipped is not None:
+        return shipped
     compiler = find_compiler()
     root = cache_root()
     final = root / digest(sources, compiler, target)
@@ -283,6 +287,34 @@ def _unusable(final: Path, e: OSError) -> str:
     )
 
 
+def _stamp(sources: dict[str, bytes]) -> str:
+    return digest(sources, [])
+
+
+def prebuilt(target: Target, sources: dict[str, bytes]) -> Path | None:
+    """A runtime built ahead of time into ``$LITEBOX_PACK_RUNTIME_DIR`` (the Docker image
+    ships one and no compiler), used when its stamp says it was built from these sources."""
+    where = os.environ.get(PREBUILT_ENV)
+    if not where:
+        return None
+    binary = Path(where) / target.binary
+    try:
+        stamp = (Path(where) / (target.binary + ".sources")).read_text().strip()
+    except OSError:
+        return None
+    ok = stamp == _stamp(sources) and binary.is_file() and os.access(binary, os.X_OK)
+    return binary if ok else None
+
+
+def prebuild(dest: Path, arches: tuple[str, ...] = tuple(TARGETS)) -> None:
+    """Build the runtimes into ``dest`` with their stamps (for images without a compiler)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for arch in arches:
+        target = TARGETS[arch]
+        shutil.copy2(runtime_binary(arch), dest / target.binary)
+        (dest / (target.binary + ".sources")).write_text(_stamp(_sources(arch)) + "\n")
+
+
 def _compile(compiler: list[str], target: Target, sources: dict[str, bytes], where: Path) -> None:
     for name, data in sources.items():
         (where / name).write_bytes(data)
@@ -299,3 +331,12 @@ def _compile(compiler: list[str], target: Target, sources: dict[str, bytes], whe
         raise UserError(f"building {what} with {compiler[0]} failed: {first.strip()}{hint}")
     if not (where / target.binary).is_file():
         raise UserError(f"building {what} with {compiler[0]} produced no binary")
+
+
+if __name__ == "__main__":  # python -m packager.runtime.build DEST [ARCH...]
+    import sys
+
+    try:
+        prebuild(Path(sys.argv[1]), tuple(sys.argv[2:]) or tuple(TARGETS))
+    except (IndexError, KeyError, UserError) as e:
+        sys.exit(f"usage: python -m packager.runtime.build DEST [x86_64] [i386]: {e}")

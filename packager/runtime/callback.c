@@ -305,8 +305,21 @@ static iptr do_write(struct regs *r, uptr nr, uptr site) {
 
 #define RESOLVE_IN_ROOT 0x10
 
+/* /proc, /sys and /dev are the kernel's views, not files: no bundle can hold what is there, and
+ * LiteBox provides none of it beyond its own few devices. */
+static int in_kernel_tree(const char *abs) {
+    static const char *const trees[] = {"/proc", "/sys", "/dev"};
+    for (unsigned i = 0; i < sizeof trees / sizeof trees[0]; i++) {
+        size_t n = rt_strlen(trees[i]);
+        if (rt_startswith(abs, trees[i]) && (abs[n] == 0 || abs[n] == '/'))
+            return 1;
+    }
+    return 0;
+}
+
 /* LiteBox view: a lookup failed with ENOENT. When the host has the path, the bundle lacks a file
- * the program asked for: noted ('M'), or with --strict-files the end of the program. */
+ * the program asked for: noted ('M'), or with --strict-files the end of the program. A path in
+ * a kernel tree is noted apart ('K'): the bundle cannot be fixed by adding it. */
 static void note_missing(uptr nr, uptr site, int dirfd, const char *path) {
     char abs[NOTE_PATH];
     if (guest_abs(dirfd, path, abs, sizeof abs) < 0 || !abs[1])
@@ -320,6 +333,10 @@ static void note_missing(uptr nr, uptr site, int dirfd, const char *path) {
     sys1(NR_close, fd);
     char head[64];
     rt_fmt(head, sizeof head, "%lu 0x%lx", nr, site);
+    if (in_kernel_tree(abs)) {
+        rt_note('K', head, abs);
+        return;
+    }
     rt_note('M', head, abs);
     if (rt_cfg.strict_files)
         rt_strict_files_stop(nr, site, abs);

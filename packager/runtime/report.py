@@ -71,6 +71,8 @@ class PathUse:
     extra: tuple[str, ...] = ()  # H: (kind,); W: (errno, how)
 
 
+# Path records: the Records list each kind goes to, and how many words it has after the site.
+PATH_RECORDS = {"M": ("missing", 0), "K": ("kernel", 0), "H": ("host_used", 1), "W": ("refused", 2)}
 DELETED = " (deleted)"  # how /proc/self/maps shows an object the guest removed meanwhile
 LITEBOX_HOW = {"r": "refuses", "p": "panics"}
 KINDS = {"f": "file", "d": "dir", "l": "symlink"}
@@ -88,6 +90,7 @@ class Records:
     bad_lines: int = 0
     arch: str = "x86_64"
     missing: list[PathUse] = field(default_factory=list)
+    kernel: list[PathUse] = field(default_factory=list)  # missing, but under /proc, /sys, /dev
     host_used: list[PathUse] = field(default_factory=list)
     refused: list[PathUse] = field(default_factory=list)
     created: Counter[str] = field(default_factory=Counter)  # fork, vfork, clone
@@ -142,11 +145,11 @@ def _parse_line(rec: Records, line: str) -> None:
             "address": addr,
             "reason": "missing-file" if what == ["files"] else "escape",
         }
-    elif kind in ("M", "H", "W"):
-        words = 3 + {"M": 0, "H": 1, "W": 2}[kind]
-        *head, path = rest.split(" ", words)
+    elif kind in PATH_RECORDS:
+        attr, extra = PATH_RECORDS[kind]
+        *head, path = rest.split(" ", 3 + extra)
         use = PathUse(int(head[0]), int(head[1]), int(head[2], 16), path, tuple(head[3:]))
-        {"M": rec.missing, "H": rec.host_used, "W": rec.refused}[kind].append(use)
+        getattr(rec, attr).append(use)
     elif kind == "F":
         created = rest.split(" ")[1]
         if created not in ("fork", "vfork", "clone"):
@@ -206,6 +209,7 @@ def build_report(
         },
         "files": {
             "missing": path_items(rec, rec.missing),
+            "kernel": path_items(rec, rec.kernel),
             "host_used": path_items(rec, rec.host_used),
             "refused_writes": path_items(rec, rec.refused),
         },

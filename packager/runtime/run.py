@@ -258,8 +258,9 @@ def _warn_escapes(rec: Records, *, strict_stopped: bool) -> None:
 
 
 def _summarize(rec: Records) -> None:
-    """One line each: paths the bundle lacks (with the processes the guest created), writes
-    LiteBox refuses, writes where its runner panics."""
+    """One line each: paths the bundle lacks (with the processes the guest created), paths in
+    the kernel's trees that LiteBox lacks, writes LiteBox refuses, writes where its runner
+    panics."""
     missing = sorted({u.path for u in rec.missing})
     created = sum(rec.created.values())
     procs = ""
@@ -275,6 +276,12 @@ def _summarize(rec: Records) -> None:
         warn(line)
     elif procs:
         warn(procs)
+    kernel = sorted({u.path for u in rec.kernel})
+    if kernel:
+        warn(
+            f"{len(kernel)} path{'s' if len(kernel) > 1 else ''} under /proc, /sys or /dev that "
+            f"LiteBox does not provide, e.g. {kernel[0]} (see --report)"
+        )
     for how, text in (("r", "LiteBox refuses"), ("p", "LiteBox's runner panics here")):
         hits = sorted({(u.path, u.nr) for u in rec.refused if u.extra[1:] == (how,)})
         if hits:

@@ -17,6 +17,7 @@ FORMAT = {
     "audit": 1,  # audit --json
     "run-report": 1,  # run --report FILE
     "manifest": 1,  # litebox/manifest.json inside a bundle
+    "cache": 1,  # cache --json
 }
 
 
