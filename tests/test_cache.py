@@ -66,12 +66,17 @@ def test_prune_removes_least_recently_used_whole_entries(tmp_path: Path) -> None
 def test_a_cache_hit_counts_as_a_use(tmp_path: Path) -> None:
     cache = RewriteCache(tmp_path)
     key = "cd" + "1" * 62
-    stored = cache.put(key, b"bytes", {"sha256_out": hashlib.sha256(b"bytes").hexdigest()})
+    # a consistent entry (get() validates it against the bytes): an unchanged file's copy
+    source = tmp_path.with_name(tmp_path.name + "-input")  # outside the cache it measures
+    source.write_bytes(b"bytes")
+    outcome = {"outcome": "unchanged", "reason": "not an ELF file", "sites": 0}
+    meta = {"sha256_out": hashlib.sha256(b"bytes").hexdigest(), "outcome": outcome}
+    stored = cache.put(key, b"bytes", meta)
     assert stored is not None
     files = list(stored.parent.iterdir())
     age(files, 5 * HOUR)
     [before] = entries(tmp_path)
-    assert cache.get(key) is not None
+    assert cache.get(key, str(source)) is not None
     [after] = entries(tmp_path)
     assert after.last_used - before.last_used > 4 * HOUR
 
