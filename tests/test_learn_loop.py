@@ -32,6 +32,7 @@ from packager.learn import (
 from packager.plan import Plan
 from packager.resolve import resolve
 from packager.rewrite_job import RewriteOptions
+from packager.runtime.build import runtime_binary
 from tests.conftest import BuildSample
 from tests.test_pack import cli
 
@@ -346,6 +347,7 @@ def test_a_workload_that_does_not_finish_is_stopped(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     # The shell forks the sleep: the child must go too, not only the runtime.
     w = Workload(1, ["/bin/sh", "-c", "/bin/sleep 300; echo done"])
+    runtime_binary()  # built now, on a cold cache, not inside the workload's 2 s
     start = time.monotonic()
     with pytest.raises(UserError, match="workload 1: still running after 2 s, stopped"):
         run_workload(tmp_path / "s.tar", w, "litebox", [], timeout=2)
