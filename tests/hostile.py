@@ -7,10 +7,12 @@ and the reason, with exit status 1 and no traceback; nothing half-written may st
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import resource
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -99,3 +101,14 @@ def as_nobody(cmd: Sequence[str]) -> list[str]:
     if os.geteuid() != 0:
         pytest.skip("switching users needs root")
     return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+
+
+def plain_tar(members: dict[str, bytes]) -> bytes:
+    """A ustar archive of regular files, in memory."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()

@@ -3,9 +3,7 @@ nesting, huge numbers, bad bytes and oversize documents are one-line errors, nev
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -13,20 +11,10 @@ import pytest
 from packager.audit import audit_tar
 from packager.errors import UserError
 from packager.jsonload import MAX_DEPTH, load_object, loads
-from tests.hostile import cli, leftovers, one_line_error
+from tests.hostile import cli, leftovers, one_line_error, plain_tar
 
 DEEP = b"[" * 100_000
 BIG_NUMBER = b'{"a": ' + b"7" * 5000 + b"}"
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -96,7 +84,7 @@ def test_bad_layout_index(tmp_path: Path, index: bytes, reason: str) -> None:
 )
 def test_bad_docker_save_manifest(tmp_path: Path, manifest: bytes, reason: str) -> None:
     archive = tmp_path / "saved.tar"
-    archive.write_bytes(_tar({"manifest.json": manifest}))
+    archive.write_bytes(plain_tar({"manifest.json": manifest}))
     res = cli("--oci-archive", archive, "-o", "o.tar", cwd=tmp_path, timeout=60)
     one_line_error(res, "manifest.json", reason)
 
@@ -104,7 +92,7 @@ def test_bad_docker_save_manifest(tmp_path: Path, manifest: bytes, reason: str) 
 @pytest.mark.parametrize("manifest", [DEEP, BIG_NUMBER])
 def test_bad_bundle_manifest_in_audit_and_run(tmp_path: Path, manifest: bytes) -> None:
     bundle = tmp_path / "b.tar"
-    bundle.write_bytes(_tar({"litebox/manifest.json": manifest, "bin/x": b"#!/bin/sh\n"}))
+    bundle.write_bytes(plain_tar({"litebox/manifest.json": manifest, "bin/x": b"#!/bin/sh\n"}))
     report = audit_tar(bundle)
     assert report.manifest is not None and not report.manifest.valid
     assert any("manifest.json" in p for p in report.problems)

@@ -5,7 +5,6 @@ sizes, NUL paths and a full disk are one-line errors within seconds."""
 from __future__ import annotations
 
 import gzip
-import io
 import lzma
 import tarfile
 import time
@@ -16,7 +15,7 @@ import pytest
 from packager.errors import UserError
 from packager.limits import MAX_PAX
 from packager.tarread import check_pax_records
-from tests.hostile import cli, leftovers, limits, one_line_error, tmpfs
+from tests.hostile import cli, leftovers, limits, one_line_error, plain_tar, tmpfs
 
 
 def header(name: bytes, size: int, typ: bytes = b"0", size_field: bytes | None = None) -> bytes:
@@ -55,16 +54,6 @@ def with_pax(records: bytes, member: bytes = b"bin/x", data: bytes = b"hi") -> b
         + pad(data)
         + bytes(10240)
     )
-
-
-def plain_tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
 REDOS = with_pax(b"1" * 150_000)  # quadratic in tarfile's unpatched PAX regex
