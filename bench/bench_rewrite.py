@@ -49,7 +49,14 @@ def best(fn, rounds: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def main(argv: list[str]) -> int:
+    if any(a.startswith("-") for a in argv):
+        print(__doc__)
+        return 0 if set(argv) <= {"-h", "--help"} else 2
     files = [(p, None) for p in argv] or DEFAULT
+    unreadable = [p for p, _ in files if not Path(p).is_file()]
+    if unreadable:
+        print(f"bench_rewrite: {unreadable[0]}: not a readable file", file=sys.stderr)
+        return 2
     table = Table(title=f"rewrite vs bare iced sweep (best of {ROUNDS})")
     for col in (
         "file",
