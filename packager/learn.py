@@ -34,6 +34,7 @@ from typing import Any
 
 from .console import warn
 from .errors import UsageError, UserError
+from .fsutil import read_input
 from .plan import Plan, parse_include
 from .tarball import TarPathError, check_fits, tar_path
 
@@ -116,14 +117,9 @@ def parse_workload_file(path: Path, programs: list[str], first: int) -> list[Wor
 
 
 def _read_text(path: Path, option: str) -> str:
+    data = read_input(path, option, limit=MAX_LIST_FILE)  # a FIFO or device is refused
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_LIST_FILE + 1)
-        if len(data) > MAX_LIST_FILE:
-            raise UserError(f"{option} {path}: larger than {MAX_LIST_FILE >> 20} MiB")
         return data.decode("utf-8")
-    except OSError as e:
-        raise UserError(f"{option} {path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise UserError(f"{option} {path}: not UTF-8 text") from None
 

@@ -4,6 +4,7 @@ X.learned holds and how --include-from reads it back."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tarfile
 import time
@@ -301,8 +302,8 @@ def test_a_failing_workload_is_a_warning_with_its_output(
         (["/bin/true", "-o", "t.tar", "--learn", "--env", "NOEQUALS"], "expected NAME=VALUE", 2),
         (["--rootfs", "/", "-o", "t.tar", "--learn"], "--learn applies to programs", 2),
         (["--root", "/", "/bin/true", "-o", "t.tar", "--learn"], "not inside --root", 2),
-        (["/bin/true", "-o", "t.tar", "--include-from", "nofile"], "nofile: cannot read", 1),
-        (["/bin/true", "-o", "t.tar", "--workload", "nofile"], "nofile: cannot read", 1),
+        (["/bin/true", "-o", "t.tar", "--include-from", "nofile"], "nofile: no such file", 1),
+        (["/bin/true", "-o", "t.tar", "--workload", "nofile"], "nofile: no such file", 1),
         (["/bin/true", "-o", "t.tar", "--learn", "--include-from", "t.learned"], "overwrite", 2),
     ],
 )
@@ -364,3 +365,14 @@ def test_a_workload_runs_with_exactly_its_environment(tmp_path: Path) -> None:
     # The report comes back too: the bundled ld.so looked for the cache the bundle lacks.
     assert out.report["view"] == "litebox"
     assert [i["path"] for i in out.report["files"]["missing"]] == ["/etc/ld.so.cache"]
+
+
+def test_a_workload_or_include_from_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "w.fifo"
+    os.mkfifo(fifo)
+    for option in ("--workload", "--include-from"):
+        res = cli("/bin/true", "-o", "t.tar", "--learn", option, fifo, cwd=tmp_path)
+        assert res.returncode == 1, res.stderr
+        lines = res.stderr.splitlines()
+        assert len(lines) == 1 and "not a regular file" in lines[0], lines
+        assert not (tmp_path / "t.tar").exists()
