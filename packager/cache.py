@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import rewriter
-from rewriter import TrailerState, check_trailer
+from rewriter.trailer import TrailerState, check_trailer_tail, trailer_size
 
 from . import __version__
 from .errors import UserError
@@ -45,16 +45,18 @@ _OUTCOMES = ("patched", "checked-nothing-to-patch", "unchanged", "already-hooked
 # of all bits, so a swapped entry cannot pass.
 BITS_PER_SITE = 128
 BITS_EXTRA = 512
+_CHUNK = 1 << 20  # bytes compared at a time
 
 
 def _int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def entry_problem(meta: Any, out: bytes, inp: bytes) -> str | None:
-    """Why a cache entry (metadata ``meta``, stored bytes ``out``) cannot be the rewrite of
-    ``inp``, or None when it is consistent: the metadata's shape, the sha256, the outcome
-    against the trailer, and how far the bytes stray from the input."""
+def entry_problem(meta: Any, out_path: Path, source: str) -> str | None:
+    """Why a cache entry (metadata ``meta``, stored bytes at ``out_path``) cannot be the rewrite
+    of ``source``, or None when it is consistent: the metadata's shape, the sha256, the outcome
+    against the trailer, and how far the bytes stray from the input. Both files are streamed,
+    so a hit on a large library does not bring it into the main process's memory."""
     if not isinstance(meta, dict):
         return "metadata is not an object"
     sha, o = meta.get("sha256_out"), meta.get("outcome")
@@ -68,23 +70,36 @@ def entry_problem(meta: Any, out: bytes, inp: bytes) -> str | None:
         t is None or (isinstance(t, dict) and _int(t.get("size")))
     ):
         return "outcome of the wrong shape"
-    if hashlib.sha256(out).hexdigest() != sha:
+    with open(out_path, "rb") as out, open(source, "rb") as inp:
+        n_out, n_in = os.fstat(out.fileno()).st_size, os.fstat(inp.fileno()).st_size
+        bits = 32 if inp.read(5)[4:5] == b"\x01" else 64
+        inp.seek(0)
+        digest, flipped, prefix_equal = hashlib.sha256(), 0, True
+        while chunk := out.read(_CHUNK):
+            digest.update(chunk)
+            theirs = inp.read(len(chunk))  # empty past the input's end: the appended blob
+            mine = chunk[: len(theirs)]
+            if mine != theirs:
+                prefix_equal = False
+                flipped += (int.from_bytes(mine) ^ int.from_bytes(theirs)).bit_count()
+        out.seek(max(0, n_out - trailer_size(bits)))
+        check = check_trailer_tail(out.read(), n_out, bits)
+    if digest.hexdigest() != sha:
         return "bytes do not match their sha256"
     if kind in ("unchanged", "already-hooked"):
-        return None if out == inp else f"outcome {kind}, but the bytes are not the input's"
-    check = check_trailer(out, 32 if inp[4:5] == b"\x01" else 64)
+        same = prefix_equal and n_out == n_in
+        return None if same else f"outcome {kind}, but the bytes are not the input's"
     trailer = check.trailer
-    if check.state is not TrailerState.VALID or trailer is None:
+    if check.state is not TrailerState.VALID or trailer is None or n_out < n_in:
         return f"outcome {kind}, but the bytes carry no valid trailer"
     if kind == "checked-nothing-to-patch":
-        if trailer.size or out[: len(inp)] != inp:
+        if trailer.size or not prefix_equal:
             return "outcome checked-nothing-to-patch, but the bytes are not the input's + marker"
         return None
     if t is None or trailer.size != t["size"] or not trailer.size:
         return "outcome patched, but the trailer disagrees with the recorded trampoline"
-    if not 0 <= trailer.file_offset - len(inp) < 4096:
+    if not 0 <= trailer.file_offset - n_in < 4096:
         return "outcome patched, but the trampoline is not where the input ends"
-    flipped = (int.from_bytes(out[: len(inp)]) ^ int.from_bytes(inp)).bit_count()
     if flipped > BITS_PER_SITE * (int(sites or 0) + len(unpatchable)) + BITS_EXTRA:
         return f"bytes differ from the input far beyond {sites} patched site(s)"
     return None
@@ -116,17 +131,16 @@ class RewriteCache:
         data_path, meta_path = self._paths(key)
         try:
             meta_bytes = meta_path.read_bytes()
-            out = data_path.read_bytes()
-            with open(source, "rb") as fh:
-                inp = fh.read()
+            meta = loads(meta_bytes, str(meta_path))
         except OSError:
             return None  # no entry (or a torn one being replaced): a miss
-        try:
-            meta = loads(meta_bytes, str(meta_path))
         except UserError as e:
             problem: str | None = str(e).removeprefix(f"{meta_path}: ")
         else:
-            problem = entry_problem(meta, out, inp)
+            try:
+                problem = entry_problem(meta, data_path, source)
+            except OSError:
+                return None
         if problem is not None:
             self._drop(key, source, problem)
             return None

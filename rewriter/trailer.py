@@ -49,12 +49,23 @@ class TrailerCheck:
     problem: str = ""
 
 
+def trailer_size(bits: int = 64) -> int:
+    """Bytes of the trailer at the end of an ELF of this class."""
+    return _FORMS[bits][1]
+
+
 def check_trailer(data: bytes, bits: int = 64) -> TrailerCheck:
     """Read the trailer the way LiteBox's loader does, saying exactly what is wrong with it."""
+    return check_trailer_tail(data[-trailer_size(bits) :], len(data), bits)
+
+
+def check_trailer_tail(tail: bytes, length: int, bits: int = 64) -> TrailerCheck:
+    """``check_trailer`` of a file of ``length`` bytes from its last ``trailer_size(bits)``
+    bytes alone, for files too large to read whole."""
     fmt, hsize, limit = _FORMS[bits]
-    if len(data) < hsize:
+    if length < hsize or len(tail) != hsize:
         return TrailerCheck(TrailerState.ABSENT)
-    magic, offset, vaddr, size = struct.unpack_from(fmt, data, len(data) - hsize)
+    magic, offset, vaddr, size = struct.unpack(fmt, tail)
     if magic != MAGIC:
         if magic[:7] == MAGIC_PREFIX:
             return TrailerCheck(TrailerState.BAD_VERSION, problem=f"version byte {magic[7]:#04x}")
@@ -67,7 +78,7 @@ def check_trailer(data: bytes, bits: int = 64) -> TrailerCheck:
         problem = f"file offset {offset:#x} is not page aligned"
     elif vaddr % PAGE:
         problem = f"vaddr {vaddr:#x} is not page aligned"
-    elif offset + size != len(data) - hsize:
+    elif offset + size != length - hsize:
         problem = f"offset {offset:#x} + size {size:#x} does not end at the trailer"
     elif vaddr + size >= limit:
         problem = "vaddr + size overflows"
