@@ -19,7 +19,7 @@ from . import __version__
 from .cache import cache_root
 from .cache_limit import auto_prune
 from .errors import UserError
-from .fsutil import HashingReader, atomic_output, check_output, work_dir
+from .fsutil import HashingReader, HeldSignals, atomic_output, check_output, work_dir
 from .plan import MANIFEST_PATH, Plan, PlannedFile
 from .pyc import OUTCOME as BYTECODE
 from .pyc import REASON as BYTECODE_KEPT
@@ -238,6 +238,7 @@ def write_bundle(
     entries: list[dict[str, Any]] = []
     main: dict[str, Any] | None = None
     with contextlib.ExitStack() as stack:
+        held = stack.enter_context(HeldSignals())  # entered first, so it is left last
         spool = stack.enter_context(work_dir(check_output(output), ".litebox-pack-", output))
         # Entered before the tar, so it is renamed into place after the tar is complete; an
         # error while streaming removes both temporary files.
@@ -289,6 +290,7 @@ def write_bundle(
         text = json.dumps(manifest, indent=1, sort_keys=True)
         tar.add(MANIFEST_PATH, text.encode() + b"\n", 0o644)
         summary.entries = tar.entries
+        held.hold()  # from here on, the tar and the .hooked are renamed into place together
     if use_cache:
         auto_prune(cache_root())  # keep the cache under its cap (cache_limit.py)
     summary.files = len(plan.files)

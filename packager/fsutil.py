@@ -21,13 +21,15 @@ import errno
 import hashlib
 import io
 import os
+import signal
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 from .errors import UserError
 
@@ -250,6 +252,37 @@ def _trunc(path: str) -> int:
         if stat.S_ISREG(os.stat(path).st_mode):
             return os.O_TRUNC
     return 0
+
+
+class HeldSignals:
+    """A context in which SIGINT and SIGTERM, from :meth:`hold` on, wait for the block's end.
+
+    Several outputs renamed into place one after the other (the tar, then the ``.hooked``)
+    then appear together: a signal between two renames would leave a new tar beside an old or
+    missing ``.hooked``. The held signal is delivered, to the handler held back, on exit."""
+
+    def __init__(self) -> None:
+        self._saved: dict[int, Any] = {}
+        self._caught: list[int] = []
+
+    def __enter__(self) -> HeldSignals:
+        return self
+
+    def hold(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers, and only it runs them
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._saved[signum] = signal.signal(signum, self._catch)
+
+    def _catch(self, signum: int, frame: object) -> None:
+        self._caught.append(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+        self._saved.clear()
+        if self._caught:
+            signal.raise_signal(self._caught[0])
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:

@@ -1,8 +1,12 @@
 """SIGTERM or SIGKILL of the packager during ``pack -j 2``: the workers die with it, and
-SIGTERM cleans up like SIGINT (no .partial files, no .litebox-pack-*/ directories)."""
+SIGTERM cleans up like SIGINT (no .partial files, no .litebox-pack-*/ directories).
+
+The workers are stopped (SIGSTOP) as soon as they appear, so the pack cannot finish before the
+signal arrives however fast the machine is, and the packager must get rid of stopped workers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from packager.fsutil import HeldSignals, atomic_output
 from tests.hostile import EXE, leftovers
 
 BIG = "/usr/bin/python3.11"  # libc, libm, libz, libexpat: seconds of rewriting without a cache
@@ -48,7 +53,8 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
     if len(workers) < 2:
         proc.kill()
         pytest.fail(f"no worker processes appeared: {proc.communicate()[1]!r}")
-    time.sleep(0.3)  # let them get into a rewrite
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)  # each has libc or python3.11 to rewrite: far from done
     return proc, workers
 
 
@@ -81,3 +87,32 @@ def test_sigkill_of_the_parent_kills_the_workers(tmp_path: Path) -> None:
     proc.kill()
     proc.communicate(timeout=60)
     assert _wait_gone(workers) == [], "workers outlived their parent"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_a_signal_at_the_commit_waits_for_every_rename(tmp_path: Path, hold: bool) -> None:
+    """write_bundle's commit: the tar and the .hooked appear together or not at all."""
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        with pytest.raises(_Stop), contextlib.ExitStack() as stack:
+            held = stack.enter_context(HeldSignals())
+            for name in ("app.hooked", "app.tar"):
+                stack.enter_context(atomic_output(tmp_path / name)).write(name.encode())
+            if hold:
+                held.hold()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs here unless the signal is held
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == (["app.hooked", "app.tar"] if hold else [])
+    if hold:
+        assert (tmp_path / "app.tar").read_bytes() == b"app.tar"
