@@ -74,7 +74,7 @@ def plan_before(
     run: list[Instruction], i: int, targets: set[int], abi: Abi, stub_at: int, slot: int
 ) -> Patch | None:
     sc = run[i]
-    nxt = sc.ip + 2
+    nxt = sc.next_ip  # not sc.ip + 2: a prefixed syscall (66 0F 05) is 3 bytes long
     if sc.ip in targets:
         return None  # a jump landing on the syscall must not land on NOP filler
     for j in range(i - 1, -1, -1):

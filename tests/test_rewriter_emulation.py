@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import pytest
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 from keystone import KS_ARCH_X86, KS_MODE_64, Ks
 from unicorn import (
     UC_ARCH_X86,
@@ -78,6 +79,7 @@ SCRATCH_SIZE = 0x40_0000
 CALLBACK = 0x6000_0000  # a page of hlt: the slot points here; reaching it ends phase 1
 UNTIL = CALLBACK + 0x800  # an address emu_start never reaches; the code hook does the stopping
 MAX_STEPS = 512
+CS = Cs(CS_ARCH_X86, CS_MODE_64)  # the independent decoder, for where a syscall ends
 REDZONE = 128
 # Where the displaced instructions begin in an "after" stub: the entry sequence's length.
 AFTER_ENTRY = {Abi.REDZONE: 5 + 7 + 7 + 6, Abi.RESUME: 7 + 6}
@@ -241,20 +243,27 @@ def return_value(rng: random.Random) -> int:
 # --- one site --------------------------------------------------------------------------------
 
 
-def to_original(pc: int, site: Site, abi: Abi) -> int:
+def after_syscall(orig: Machine, sc: int) -> int:
+    """Where the original syscall instruction ends, by capstone: 2 bytes, or 3 with a prefix."""
+    insn = next(CS.disasm(orig.read(sc, 15), sc, 1))
+    assert insn.mnemonic == "syscall", insn.mnemonic
+    return sc + insn.size
+
+
+def to_original(pc: int, site: Site, abi: Abi, nxt: int) -> int:
     """Map an address inside a stub's copy of the displaced code to the original instruction."""
     sc, (ws, we), stub = site.address, site.window, site.stub_vaddr or 0
     if site.strategy is Strategy.BEFORE:
         copy, orig, n = stub, ws, sc - ws
     else:
-        copy, orig, n = stub + AFTER_ENTRY[abi], sc + 2, we - sc - 2
+        copy, orig, n = stub + AFTER_ENTRY[abi], nxt, we - nxt
     return orig + (pc - copy) if copy <= pc < copy + n else pc
 
 
-def compare_faults(a: Stop, b: Stop, site: Site, abi: Abi) -> str | None:
+def compare_faults(a: Stop, b: Stop, site: Site, abi: Abi, nxt: int) -> str | None:
     if a.fault is None or b.fault is None:
         return f"only one faulted: original {a.fault}, rewritten {b.fault}"
-    mapped = b.fault._replace(pc=to_original(b.fault.pc, site, abi))
+    mapped = b.fault._replace(pc=to_original(b.fault.pc, site, abi, nxt))
     if a.fault != mapped:
         return f"different faults: original {a.fault}, rewritten {mapped} (mapped back)"
     if a.writes != b.writes:
@@ -322,20 +331,21 @@ def _one_state(
     sc, (ws, we), stub = site.address, site.window, site.stub_vaddr or 0
     stub_range = (stub, stub + site.stub_size)
     before = site.strategy is Strategy.BEFORE
+    nxt = after_syscall(orig, sc)
     # Phase 1: to the syscall / to the callback.
     orig.set_regs(state)
     new.set_regs(state)
     a = orig.run(ws, [(ws, sc)])
     b = new.run(ws, [(ws, we), stub_range])
     if a.fault or b.fault:
-        return compare_faults(a, b, site, abi), False
+        return compare_faults(a, b, site, abi, nxt), False
     if a.pc != sc or b.pc != CALLBACK:
         return f"phase 1 ended at {a.pc:#x} / {b.pc:#x}, expected {sc:#x} / callback", False
     skip = {"rsp", "rcx", "r11"}
     diffs = compare_state(a, b, orig, new, skip)
     rcx, r11, rsp = b.regs["rcx"], b.regs["r11"], b.regs["rsp"]
     if abi is Abi.REDZONE:
-        want_rcx = sc + 2 if before else stub_range[0] + AFTER_ENTRY[abi]
+        want_rcx = nxt if before else stub_range[0] + AFTER_ENTRY[abi]
         # R11 = restart address: the stub's entry sequence (its last 25 bytes) in strategy (a),
         # the call-site jump in (b) (nothing was displaced before the syscall).
         want_r11 = stub_range[1] - 25 if before else sc
@@ -351,13 +361,13 @@ def _one_state(
 
     # Phase 2: the callback returns a value; the original's kernel did the same.
     rax = return_value(rng)
-    orig.set_regs({"rax": rax, "rcx": sc + 2, "r11": a.regs["rflags"]})
+    orig.set_regs({"rax": rax, "rcx": nxt, "r11": a.regs["rflags"]})
     new.set_regs({"rax": rax, "rsp": rsp + (REDZONE if abi is Abi.REDZONE else 0)})
-    a = orig.run(sc + 2, [(sc + 2, we)])
+    a = orig.run(nxt, [(nxt, we)])
     b = new.run(rcx, [stub_range])
     if a.fault or b.fault:
-        return compare_faults(a, b, site, abi), False
-    if a.pc != b.pc or (before and a.pc != sc + 2):
+        return compare_faults(a, b, site, abi, nxt), False
+    if a.pc != b.pc or (before and a.pc != nxt):
         return f"phase 2 ended at {a.pc:#x} / {b.pc:#x}", False
     diffs = compare_state(a, b, orig, new, {"rcx", "r11"})
     if diffs:
@@ -424,6 +434,9 @@ MICRO_CASES = [
     ("movdqu xmm0, xmmword ptr [rip + 0x80]; syscall; ret", None),
     ("syscall; cmp byte ptr [rip + 0x100], 1; ret", None),
     ("syscall; mov word ptr [rip + 0x100], 0x1234; ret", None),
+    # Prefixed syscalls are 3 bytes: the window must end after the whole instruction.
+    ("mov eax, 0x3c; mov edi, 0; .byte 0x66; syscall; ret", None),
+    (".byte 0x48; syscall; mov rdx, rax; ret", None),
 ]
 
 
