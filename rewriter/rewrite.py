@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,6 +40,31 @@ def rewrite_elf(
     Raises ``RewriteError`` (one line) for corrupt input or, under policy ``fail``, for sites with
     no room for a jump. Files it does not handle come back unchanged with a reason.
     """
+    with _gc_paused():
+        return _rewrite_elf(data, abi, unpatchable, fork_patch, data_guard)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for one rewrite.
+
+    A rewrite allocates tens of thousands of small acyclic containers (symbol rows, FDE
+    ranges, instruction runs), all freed by reference counting. The young-generation collections
+    they trigger each re-traverse the large sets and lists alive at the time: 19 collections,
+    5-7 ms of libc's ~65 ms rewrite, most of the data guard's cost (measured with gc.callbacks).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _rewrite_elf(
+    data: bytes, abi: Abi | str, unpatchable: Policy, fork_patch: bool, data_guard: bool
+) -> RewriteResult:
     abi = Abi(abi)
     if unpatchable not in POLICIES:
         raise ValueError(f"unpatchable policy must be one of {POLICIES}")

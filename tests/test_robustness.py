@@ -118,3 +118,21 @@ def test_32_bit_trailer_form() -> None:
     packed = t.pack()
     assert len(packed) == 20
     assert check_trailer(body + packed, bits=32).trailer == t
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_rewrite_restores_the_garbage_collector(enabled: bool) -> None:
+    """rewrite_elf pauses the cyclic GC for speed; it must leave it as it found it, also when
+    the rewrite fails."""
+    import gc
+
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        assert rewrite_elf(SMALL, unpatchable="trap").patched_sites >= 1
+        assert gc.isenabled() is enabled
+        with pytest.raises(RewriteError):
+            rewrite_elf(SMALL)  # one site has no room for a jump: policy "fail" raises
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
