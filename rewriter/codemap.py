@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import itertools
 import operator
 import struct
@@ -38,6 +39,8 @@ from iced_x86 import (
     FlowControl,
     Instruction,
     Mnemonic,
+    OpCodeInfo,
+    OpCodeOperandKind,
     OpKind,
     Register,
     RegisterExt,
@@ -512,6 +515,41 @@ def _pieces(cmap: CodeMap, texts: Sequence[Section]) -> Iterator[tuple[Section, 
             yield sec, a, b
 
 
+_BRANCH, _LEA_KIND, _MOV_KIND = 1, 2, 3
+_BRANCH_OPERANDS = frozenset(
+    (
+        OpCodeOperandKind.BR16_1,
+        OpCodeOperandKind.BR16_2,
+        OpCodeOperandKind.BR32_1,
+        OpCodeOperandKind.BR32_4,
+        OpCodeOperandKind.BR64_1,
+        OpCodeOperandKind.BR64_4,
+        OpCodeOperandKind.BRDISP_2,
+        OpCodeOperandKind.BRDISP_4,
+        OpCodeOperandKind.XBEGIN_2,
+        OpCodeOperandKind.XBEGIN_4,
+    )
+)
+
+
+@functools.cache
+def _sweep_kinds() -> dict[int, int]:
+    """The instruction codes the second sweep looks at: every one with a near-branch operand
+    (only those have a ``near_branch_target``), ``lea`` and ``mov`` of an immediate. Built from
+    iced's opcode tables once (~14 ms), and only by a file that needs the second sweep."""
+    kinds: dict[int, int] = {}
+    for name in dir(Code):
+        code = getattr(Code, name)
+        if name.startswith("_") or not isinstance(code, int):
+            continue
+        info = OpCodeInfo(code)  # type: ignore[arg-type]  # the stubs' Code is a module
+        if any(info.op_kind(i) in _BRANCH_OPERANDS for i in range(info.op_count)):
+            kinds[code] = _BRANCH
+    kinds.update(dict.fromkeys(_LEA, _LEA_KIND))
+    kinds.update(dict.fromkeys(_MOV_IMM, _MOV_KIND))
+    return kinds
+
+
 def _second_sweep(
     cmap: CodeMap, texts: Sequence[Section], data: bytes, bits: int, gaps: list[_Gap]
 ) -> None:
@@ -530,6 +568,8 @@ def _second_sweep(
     got = cmap.got
     mask = (1 << bits) - 1
 
+    lowest, highest = lows[0][0], max(hi for _, hi, _ in lows)  # most targets fall outside
+
     def gap_of(t: int) -> int:
         k = bisect.bisect_right(starts, t) - 1
         return lows[k][2] if k >= 0 and t < lows[k][1] else -1
@@ -540,36 +580,46 @@ def _second_sweep(
     # instructions left). One dereferenced (the register as a memory base or index) is a data
     # pointer, as a table's is; one that is not (stored, passed on) counts.
     watched: list[tuple[int, int, int, int, int]] = []
+    kinds = _sweep_kinds()
     for sec, start, stop in _pieces(cmap, texts):
         base = sec.offset - sec.addr
+        # Up to 15 bytes past the piece, for the instruction that straddles its end; those that
+        # start after it belong to the next piece and are dropped.
         end = min(stop + 15, sec.addr + sec.size)
         for insn in Decoder(bits, data[start + base : end + base], ip=start):
-            if insn.ip >= stop:
-                break
+            # Only the code is read of most instructions: each attribute read costs about as
+            # much as decoding the instruction.
+            kind = kinds.get(insn.code)
             if watched:
+                if insn.ip >= stop:
+                    break
                 watched = _watch(insn, watched, taken)
-            t = insn.near_branch_target
-            if t:
-                n = gap_of(t)
-                if n >= 0:
-                    branches.append((insn.ip, t, n))
+            if kind is None:
                 continue
-            code = insn.code
-            if code in _LEA:
+            if kind == _BRANCH:
+                t = insn.near_branch_target
+                if t and lowest <= t < highest and (n := gap_of(t)) >= 0:
+                    ip = insn.ip
+                    if ip >= stop:
+                        break
+                    branches.append((ip, t, n))
+                continue
+            if kind == _LEA_KIND:
                 if insn.is_ip_rel_memory_operand:
                     t = insn.ip_rel_memory_address
                 elif bits == 32 and insn.memory_base != Register.NONE and got is not None:
                     t = (got + insn.memory_displacement) & mask
                 else:
                     t = insn.memory_displacement
-            elif code in _MOV_IMM:
-                t = insn.immediate(1)
             else:
-                continue
-            n = gap_of(t)
-            if n >= 0 and insn.op0_kind == OpKind.REGISTER:
-                reg = RegisterExt.full_register(insn.op0_register)
-                watched.append((reg, insn.ip, t, n, WATCH))
+                t = insn.immediate(1)
+            if lowest <= t < highest and (n := gap_of(t)) >= 0:
+                ip = insn.ip
+                if ip >= stop:
+                    break
+                if insn.op0_kind == OpKind.REGISTER:
+                    reg = RegisterExt.full_register(insn.op0_register)
+                    watched.append((reg, ip, t, n, WATCH))
         taken += [(src, t, n) for _, src, t, n, _ in watched]
         watched = []
     for src, t, n in taken:

@@ -19,7 +19,7 @@ from iced_x86 import Code, Decoder
 from keystone import KS_ARCH_X86, KS_MODE_32, Ks
 
 from rewriter import Outcome, RewriteError, Strategy, rewrite_elf
-from rewriter.codemap import judge
+from rewriter.codemap import _BRANCH, _sweep_kinds, judge
 from rewriter.elf import ElfFile
 from rewriter.sweep import CHUNK
 from tests.elfbuild import CODE_OFFSET, CODE_VADDR, code_of, tiny_elf
@@ -28,6 +28,7 @@ from tests.test_i386_vectors import CODE as CODE32
 from tests.test_i386_vectors import tiny_elf32
 
 LIB = Path("/usr/lib/x86_64-linux-gnu")
+LIB32_LIBC = Path("/usr/lib32/libc.so.6")
 LIBCRYPTO = LIB / "libcrypto.so.3"
 CRYPTO_TABLE_SITE = 0x1AEE2B  # file offset of the 0F 05 inside OpenSSL's P-256 table
 
@@ -299,3 +300,21 @@ def test_corrupt_evidence_never_crashes_the_guard(name: str, at: int, junk: byte
 
 
 LIBC_BYTES = (LIB / "libc.so.6").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("path", "bits"), [(LIB / "libc.so.6", 64), (LIB / "libcrypto.so.3", 64), (LIB32_LIBC, 32)]
+)
+def test_second_sweep_reads_branch_targets_of_every_branch_code(path: Path, bits: int) -> None:
+    """The second sweep reads ``near_branch_target`` only of the codes its table names: every
+    instruction of real code that has a target must have one of them."""
+    if not path.exists():
+        pytest.skip(f"needs {path}")
+    kinds = _sweep_kinds()
+    data = path.read_bytes()
+    missed = set()
+    for sec in ElfFile(data).text_sections:
+        for insn in Decoder(bits, data[sec.offset : sec.offset + sec.size], ip=sec.addr):
+            if insn.near_branch_target and kinds.get(insn.code) != _BRANCH:
+                missed.add(insn.code)
+    assert not missed
