@@ -27,13 +27,13 @@ from collections.abc import Callable
 from itertools import accumulate, compress, repeat
 from pathlib import Path
 
+from bench_rewrite import own_sweep  # the same sweep bench_rewrite times (bench/ is on the path)
 from iced_x86 import Decoder
 from rich.table import Table
 
 from packager.console import console
 from rewriter import ElfFile
-from rewriter.elf import Section
-from rewriter.sweep import find_pairs, sweep_section
+from rewriter.sweep import find_pairs
 
 LIB = "/usr/lib/x86_64-linux-gnu"
 DEFAULT = [f"{LIB}/libc.so.6", f"{LIB}/ld-linux-x86-64.so.2", f"{LIB}/libcrypto.so.3"]
@@ -71,15 +71,10 @@ def best(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def sweep(codes: list[bytes], texts: list[Section], targets: bool) -> None:
-    found: set[int] | None = set() if targets else None
-    for code, s in zip(codes, texts, strict=True):
-        sweep_section(code, s.addr, found)
-
-
 def measure(data: bytes) -> tuple[int, int, int, float, float]:
     """(instructions, candidates, hits, target reads s, byte scan s) of one file."""
-    texts = ElfFile(data).text_sections
+    elf = ElfFile(data)
+    texts = elf.text_sections
     codes = [data[s.offset : s.offset + s.size] for s in texts]
     wanted = {
         a
@@ -93,8 +88,8 @@ def measure(data: bytes) -> tuple[int, int, int, float, float]:
 
     reads = plain = scanned = float("inf")
     for _ in range(ROUNDS):  # interleaved, so all see the same machine state
-        reads = min(reads, best(lambda: sweep(codes, texts, True)))
-        plain = min(plain, best(lambda: sweep(codes, texts, False)))
+        reads = min(reads, best(lambda: own_sweep(data, elf, True)))
+        plain = min(plain, best(lambda: own_sweep(data, elf, False)))
         scanned = min(scanned, best(scan))
     counts = scan()
     insns = sum(sum(1 for _ in Decoder(64, code)) for code in codes)
